@@ -1,0 +1,248 @@
+import type { z } from "zod";
+import type { ExecuteOptions, QmpClient } from "../qmp/client.js";
+import { QapiSchema } from "../qmp/schema.js";
+import { BitferryError } from "../util/errors.js";
+import {
+  BlockGraph,
+  BlockInfoList,
+  BlockJobInfoList,
+  MemorySizeSummary,
+  MigrationCapabilityList,
+  MigrationInfo,
+  MigrationParameters,
+  NamedBlockNodes,
+  Sha256Reply,
+  StatusInfo,
+  type BitmapAliasMapping,
+  type BlockDeviceInfo,
+  type BlockInfo,
+  type BlockJobInfo,
+} from "./replies.js";
+
+/** QEMU answered, but not in the shape this QEMU version is documented to use. */
+export class QemuReplyError extends BitferryError {
+  readonly code = "QEMU_ERR_REPLY";
+  constructor(
+    readonly command: string,
+    detail: string,
+  ) {
+    super(`unexpected reply to ${command} from QEMU: ${detail}`);
+  }
+}
+
+export interface BitmapRef {
+  node: string;
+  name: string;
+}
+
+export interface AddBitmapOptions {
+  granularity?: number;
+  persistent?: boolean;
+  disabled?: boolean;
+}
+
+export type TransactionAction =
+  | { type: "block-dirty-bitmap-add"; data: BitmapRef & AddBitmapOptions }
+  | { type: "block-dirty-bitmap-remove"; data: BitmapRef }
+  | { type: "block-dirty-bitmap-clear"; data: BitmapRef }
+  | { type: "block-dirty-bitmap-enable"; data: BitmapRef }
+  | { type: "block-dirty-bitmap-disable"; data: BitmapRef }
+  | {
+      type: "block-dirty-bitmap-merge";
+      data: { node: string; target: string; bitmaps: (string | BitmapRef)[] };
+    };
+
+/** Feature probes, answered from the QAPI schema rather than from version numbers. */
+export interface QemuFeatures {
+  bitmapMapping: boolean;
+  mappingTransform: boolean;
+  bitmapSha256: boolean;
+  blockGraph: boolean;
+  /** `migrate-incoming` takes `exit-on-error` (9.1+). */
+  incomingExitOnError: boolean;
+}
+
+/**
+ * Typed wrappers for the QMP commands bitferry uses. Every reply is validated; argument objects are built here so
+ * the rest of the code never spells a QMP key.
+ */
+export class QemuMonitor {
+  private schemaPromise: Promise<QapiSchema> | undefined;
+
+  constructor(readonly qmp: QmpClient) {}
+
+  get label(): string {
+    return this.qmp.label;
+  }
+
+  /** Runs a command and validates its reply against `schema`. */
+  async call<T extends z.ZodType>(
+    schema: T,
+    command: string,
+    args?: Record<string, unknown>,
+    options?: ExecuteOptions,
+  ): Promise<z.infer<T>> {
+    const raw = await this.qmp.execute(command, args, options);
+    const parsed = schema.safeParse(raw);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new QemuReplyError(
+        command,
+        issue ? `${issue.path.join(".") || "(root)"}: ${issue.message}` : "invalid",
+      );
+    }
+    return parsed.data;
+  }
+
+  /** Runs a command whose reply carries nothing (`{}`). */
+  async run(command: string, args?: Record<string, unknown>, options?: ExecuteOptions): Promise<void> {
+    await this.qmp.execute(command, args, options);
+  }
+
+  schema(): Promise<QapiSchema> {
+    this.schemaPromise ??= this.qmp.execute("query-qmp-schema").then((raw) => new QapiSchema(raw));
+    return this.schemaPromise;
+  }
+
+  async features(): Promise<QemuFeatures> {
+    const s = await this.schema();
+    return {
+      bitmapMapping: s.has("migrate-set-parameters/arg-type/block-bitmap-mapping"),
+      mappingTransform: s.has("migrate-set-parameters/arg-type/block-bitmap-mapping/bitmaps/transform"),
+      bitmapSha256: s.hasCommand("x-debug-block-dirty-bitmap-sha256"),
+      blockGraph: s.hasCommand("x-debug-query-block-graph"),
+      incomingExitOnError: s.has("migrate-incoming/arg-type/exit-on-error"),
+    };
+  }
+
+  // ---- block graph ----
+
+  namedBlockNodes(): Promise<BlockDeviceInfo[]> {
+    return this.call(NamedBlockNodes, "query-named-block-nodes", { flat: true });
+  }
+
+  blockBackends(): Promise<BlockInfo[]> {
+    return this.call(BlockInfoList, "query-block");
+  }
+
+  blockGraph(): Promise<z.infer<typeof BlockGraph>> {
+    return this.call(BlockGraph, "x-debug-query-block-graph");
+  }
+
+  // ---- bitmaps ----
+
+  addBitmap(node: string, name: string, options: AddBitmapOptions = {}): Promise<void> {
+    return this.run("block-dirty-bitmap-add", { node, name, ...options });
+  }
+
+  removeBitmap(node: string, name: string): Promise<void> {
+    return this.run("block-dirty-bitmap-remove", { node, name });
+  }
+
+  enableBitmap(node: string, name: string): Promise<void> {
+    return this.run("block-dirty-bitmap-enable", { node, name });
+  }
+
+  disableBitmap(node: string, name: string): Promise<void> {
+    return this.run("block-dirty-bitmap-disable", { node, name });
+  }
+
+  clearBitmap(node: string, name: string): Promise<void> {
+    return this.run("block-dirty-bitmap-clear", { node, name });
+  }
+
+  mergeBitmaps(node: string, target: string, sources: (string | BitmapRef)[]): Promise<void> {
+    return this.run("block-dirty-bitmap-merge", { node, target, bitmaps: sources });
+  }
+
+  transaction(actions: TransactionAction[]): Promise<void> {
+    return this.run("transaction", { actions });
+  }
+
+  async bitmapSha256(node: string, name: string, options?: ExecuteOptions): Promise<string> {
+    const r = await this.call(Sha256Reply, "x-debug-block-dirty-bitmap-sha256", { node, name }, options);
+    return r.sha256;
+  }
+
+  // ---- migration ----
+
+  async migrationCapabilities(): Promise<Map<string, boolean>> {
+    const list = await this.call(MigrationCapabilityList, "query-migrate-capabilities");
+    return new Map(list.map((c) => [c.capability, c.state]));
+  }
+
+  setMigrationCapabilities(caps: Record<string, boolean>): Promise<void> {
+    return this.run("migrate-set-capabilities", {
+      capabilities: Object.entries(caps).map(([capability, state]) => ({ capability, state })),
+    });
+  }
+
+  migrationParameters(): Promise<MigrationParameters> {
+    return this.call(MigrationParameters, "query-migrate-parameters");
+  }
+
+  setMigrationParameters(params: {
+    "block-bitmap-mapping"?: BitmapAliasMapping;
+    "downtime-limit"?: number;
+  }): Promise<void> {
+    return this.run("migrate-set-parameters", params);
+  }
+
+  migrationInfo(options?: ExecuteOptions): Promise<MigrationInfo> {
+    return this.call(MigrationInfo, "query-migrate", undefined, options);
+  }
+
+  migrate(uri: string): Promise<void> {
+    return this.run("migrate", { uri });
+  }
+
+  migrateIncoming(uri: string, exitOnError?: boolean): Promise<void> {
+    return this.run(
+      "migrate-incoming",
+      exitOnError === undefined ? { uri } : { uri, "exit-on-error": exitOnError },
+    );
+  }
+
+  migrateCancel(): Promise<void> {
+    return this.run("migrate_cancel");
+  }
+
+  migrateContinue(state: string): Promise<void> {
+    return this.run("migrate-continue", { state });
+  }
+
+  migrateStartPostcopy(): Promise<void> {
+    return this.run("migrate-start-postcopy");
+  }
+
+  // ---- run state and identity ----
+
+  status(options?: ExecuteOptions): Promise<z.infer<typeof StatusInfo>> {
+    return this.call(StatusInfo, "query-status", undefined, options);
+  }
+
+  cont(): Promise<void> {
+    return this.run("cont");
+  }
+
+  stop(): Promise<void> {
+    return this.run("stop");
+  }
+
+  async guestMemoryBytes(): Promise<number> {
+    const s = await this.call(MemorySizeSummary, "query-memory-size-summary");
+    return s["base-memory"] + (s["plugged-memory"] ?? 0);
+  }
+
+  // ---- jobs, exports, nodes ----
+
+  blockJobs(): Promise<BlockJobInfo[]> {
+    return this.call(BlockJobInfoList, "query-block-jobs");
+  }
+
+  humanMonitorCommand(commandLine: string): Promise<unknown> {
+    return this.qmp.execute("human-monitor-command", { "command-line": commandLine });
+  }
+}
+
+export type { BitmapAliasMapping };
