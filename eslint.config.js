@@ -13,6 +13,7 @@ export default tseslint.config(
       "*.config.js",
       "bin/",
       "scripts/*.mjs",
+      ".scratch/",
     ],
   },
   js.configs.recommended,

@@ -1,0 +1,41 @@
+import { readFile } from "node:fs/promises";
+import { QmpClient } from "../qmp/client.js";
+import { QmpConnectError, QmpError } from "../qmp/errors.js";
+import { parseSocketAddress, formatSocketAddress } from "../qmp/address.js";
+import { QemuMonitor } from "../qemu/monitor.js";
+import { parsePolicy, DEFAULT_POLICY, PolicyError } from "../policy/file.js";
+import type { Policy } from "../policy/types.js";
+
+/**
+ * Connects to a monitor at the start of a command. Every way of not getting a working monitor is a
+ * QmpConnectError (exit 3) that names the address; a malformed address is a usage error (exit 2).
+ */
+export async function connectMonitor(address: string, label: string): Promise<QemuMonitor> {
+  const parsed = parseSocketAddress(address);
+  const where = formatSocketAddress(parsed);
+  try {
+    return new QemuMonitor(await QmpClient.connect(parsed, { label, connectTimeoutMs: 10_000 }));
+  } catch (err) {
+    if (err instanceof QmpConnectError)
+      throw new QmpConnectError(
+        where,
+        `${label}: ${err.message.replace(/^cannot connect to QMP monitor at \S+: /, "")}`,
+        { cause: err },
+      );
+    if (err instanceof QmpError) throw new QmpConnectError(where, `${label}: ${err.message}`, { cause: err });
+    throw err;
+  }
+}
+
+export async function loadPolicy(file: string | undefined): Promise<Policy> {
+  if (file === undefined) return DEFAULT_POLICY;
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const why = e.code === "ENOENT" ? "no such file" : e.code === "EISDIR" ? "is a directory" : e.message;
+    throw new PolicyError(`${file}: cannot read policy file: ${why}`);
+  }
+  return parsePolicy(text, file);
+}

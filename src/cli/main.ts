@@ -1,0 +1,72 @@
+#!/usr/bin/env node
+import { Command, CommanderError } from "@commander-js/extra-typings";
+import { realpathSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { ExitCode } from "./exit-codes.js";
+import { processIO, reportError, writeJson, type CliIO } from "./output.js";
+import { registerInspect } from "./commands/inspect.js";
+import { registerPlan } from "./commands/plan.js";
+
+export interface CliContext {
+  io: CliIO;
+  /** Set by a command action; main returns it. */
+  exitCode: number;
+}
+
+export function buildProgram(ctx: CliContext): Command {
+  const program = new Command()
+    .name("bitferry")
+    .description(
+      "Carry QEMU block dirty bitmaps across live migration, and prove that every one arrived.\n" +
+        "Plan every bitmap's fate against both live QEMUs, migrate, verify each bitmap's content, repair on failure.",
+    )
+    .version("0.1.0")
+    .showHelpAfterError("(run with --help for usage)")
+    .configureOutput({
+      writeOut: (s) => ctx.io.stdout.write(s),
+      writeErr: (s) => ctx.io.stderr.write(s),
+    })
+    .exitOverride();
+  registerPlan(program, ctx);
+  registerInspect(program, ctx);
+  return program;
+}
+
+/** Runs the CLI and returns the exit status (never calls process.exit, so cleanup always runs). */
+export async function main(argv: string[], io: CliIO = processIO): Promise<number> {
+  const ctx: CliContext = { io, exitCode: ExitCode.OK };
+  const program = buildProgram(ctx);
+  try {
+    await program.parseAsync(argv, { from: "user" });
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Help and version exit 0; every other parse failure is a usage error.
+      if (err.exitCode === 0) return ExitCode.OK;
+      if (argv.includes("--json")) {
+        writeJson(io, {
+          version: 1,
+          ok: false,
+          error: { code: "USAGE", message: err.message.replace(/^error: /, "") },
+        });
+      }
+      return ExitCode.USAGE;
+    }
+    reportError(io, err);
+    return ExitCode.FAILED;
+  }
+  return ctx.exitCode;
+}
+
+function isEntryPoint(): boolean {
+  const entry = process.argv[1];
+  if (entry === undefined) return false;
+  try {
+    return realpathSync(entry) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isEntryPoint()) {
+  process.exitCode = await main(process.argv.slice(2));
+}

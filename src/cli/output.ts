@@ -1,0 +1,49 @@
+import pc from "picocolors";
+import { debug } from "../util/debug.js";
+import { BitferryError, UsageError, describeError } from "../util/errors.js";
+import { QmpConnectError } from "../qmp/errors.js";
+import { ExitCode } from "./exit-codes.js";
+
+/** Where the CLI writes; injectable so commands are tested without spawning. */
+export interface CliIO {
+  stdout: NodeJS.WritableStream & { isTTY?: boolean };
+  stderr: NodeJS.WritableStream & { isTTY?: boolean };
+}
+
+export const processIO: CliIO = { stdout: process.stdout, stderr: process.stderr };
+
+/** The one JSON document a `--json` run prints on stdout. */
+export function writeJson(io: CliIO, doc: unknown): void {
+  io.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
+}
+
+export type Colors = ReturnType<typeof pc.createColors>;
+
+export function colors(io: CliIO): Colors {
+  const enabled = Boolean(io.stdout.isTTY) && !process.env.NO_COLOR;
+  return pc.createColors(enabled);
+}
+
+export interface ErrorSummary {
+  code: string;
+  message: string;
+}
+
+export function summarizeError(err: unknown): ErrorSummary {
+  if (err instanceof BitferryError) return { code: err.code, message: err.message };
+  return { code: "INTERNAL", message: describeError(err) };
+}
+
+/** The exit status for an error that ended a command. */
+export function exitCodeFor(err: unknown): ExitCode {
+  if (err instanceof UsageError) return ExitCode.USAGE;
+  if (err instanceof QmpConnectError) return ExitCode.CONNECT;
+  return ExitCode.FAILED;
+}
+
+/** One short line on stderr; the stack only with NODE_DEBUG=bitferry. */
+export function reportError(io: CliIO, err: unknown): void {
+  const { code, message } = summarizeError(err);
+  io.stderr.write(`bitferry: ${message}${code === "INTERNAL" ? "" : ` [${code}]`}\n`);
+  if (err instanceof Error && err.stack) debug("%s", err.stack);
+}

@@ -1,0 +1,102 @@
+import Table from "cli-table3";
+import type { Colors } from "../output.js";
+import { addedDowntimeMs } from "../../policy/convergence.js";
+import type { Plan, PlanBitmap } from "../../policy/types.js";
+
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i] ?? "PiB"}`;
+}
+
+export function formatMs(ms: number): string {
+  if (ms < 1) return `${Math.max(1, Math.round(ms * 1000))} µs`;
+  if (ms < 10_000) return `${ms < 10 ? ms.toFixed(1) : Math.round(ms)} ms`;
+  return `${(ms / 1000).toFixed(1)} s`;
+}
+
+function where(node: string, drive: string | null): string {
+  return drive ? `${drive} (${node})` : node;
+}
+
+function changes(b: PlanBitmap): string {
+  const t = b.target;
+  if (!t) return "";
+  const out: string[] = [];
+  if (t.bitmap !== b.source.bitmap) out.push(`rename → ${t.bitmap}`);
+  if (t.persistent !== b.source.persistent) out.push(t.persistent ? "→ persistent" : "→ transient");
+  if (t.enabled !== b.source.recording) out.push(t.enabled ? "→ enabled" : "→ disabled");
+  return out.join(", ");
+}
+
+function truncateName(s: string, max = 48): string {
+  return s.length <= max ? s : `${s.slice(0, max - 1)}…`;
+}
+
+/** The human form of a plan: the table, then every error with its fix, the warnings, and the payload. */
+export function renderPlanText(plan: Plan, c: Colors): string {
+  const lines: string[] = [];
+  if (plan.bitmaps.length === 0) {
+    lines.push("The source has no named dirty bitmaps: nothing to carry.");
+  } else {
+    const table = new Table({
+      head: ["source", "bitmap", "action", "rule", "target", "target bitmap", "changes"],
+      style: { head: [], border: [] },
+      wordWrap: true,
+    });
+    for (const b of plan.bitmaps) {
+      const action =
+        b.action === "migrate" ? c.green("migrate") : b.action === "skip" ? c.dim("skip") : c.red("error");
+      table.push([
+        where(b.source.node, b.source.drive),
+        truncateName(b.source.bitmap),
+        action,
+        b.rule,
+        b.target ? where(b.target.node, b.target.drive) : "",
+        b.target ? truncateName(b.target.bitmap) : "",
+        changes(b),
+      ]);
+    }
+    lines.push(table.toString());
+  }
+  const migrating = plan.bitmaps.filter((b) => b.action === "migrate").length;
+  const skipped = plan.bitmaps.filter((b) => b.action === "skip").length;
+  lines.push("");
+  lines.push(
+    `${plan.bitmaps.length} bitmap(s): ${migrating} to migrate, ${skipped} skipped, ${plan.bitmaps.length - migrating - skipped} with errors.`,
+  );
+  if (plan.errors.length > 0) {
+    lines.push("");
+    lines.push(
+      c.red(c.bold(`${plan.errors.length} error(s): nothing will be migrated until they are fixed.`)),
+    );
+    for (const e of plan.errors) {
+      const subject = e.bitmap !== null ? ` ${e.node ?? ""}/${truncateName(e.bitmap)}` : "";
+      lines.push(`  ${c.red(e.code)}${subject}: ${e.message}`);
+    }
+  }
+  if (plan.warnings.length > 0) {
+    lines.push("");
+    for (const w of plan.warnings) lines.push(`  ${c.yellow(`warning ${w.code}`)}: ${w.message}`);
+  }
+  lines.push("");
+  if (plan.payloadBytes > 0) {
+    const bytes =
+      plan.payloadBytes < 1024
+        ? formatBytes(plan.payloadBytes)
+        : `${formatBytes(plan.payloadBytes)} (${plan.payloadBytes} bytes)`;
+    lines.push(
+      `Bitmap payload: ${bytes}, sent during the switchover: adds about ` +
+        `${formatMs(addedDowntimeMs(plan.payloadBytes, 1e9))} of downtime at 1 Gbit/s, ` +
+        `${formatMs(addedDowntimeMs(plan.payloadBytes, 10e9))} at 10 Gbit/s.`,
+    );
+  }
+  lines.push(plan.ok ? c.green("Plan OK.") : c.red("Plan has errors."));
+  return `${lines.join("\n")}\n`;
+}

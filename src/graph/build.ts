@@ -1,0 +1,124 @@
+import type { QemuSnapshot } from "../qemu/snapshot.js";
+import type { BlockDeviceInfo } from "../qemu/replies.js";
+import { filteredChildRole, isFilterDriver } from "./filters.js";
+import type { Bitmap, BlockGraph, BlockNode, Child, Drive, StoredBitmap } from "./model.js";
+
+/** Builds the graph model from one QEMU's replies. Pure. */
+export function buildGraph(snap: QemuSnapshot): BlockGraph {
+  const children = childrenByNode(snap);
+  const nodes = snap.namedNodes.map((info) => toNode(info, children.get(info["node-name"]) ?? []));
+  const byName = new Map(nodes.map((n) => [n.name, n]));
+  const drives: Drive[] = [];
+  const roots = backendRoots(snap);
+  for (const bb of snap.blockBackends) {
+    if (bb.device === "") continue;
+    const root = roots.get(bb.device) ?? bb.inserted?.["node-name"];
+    if (root === undefined) continue; // a drive without medium has no node at all
+    drives.push({ name: bb.device, root, driveRoot: walkToDriveRoot(root, byName) });
+  }
+  return { nodes, drives, runState: snap.runState };
+}
+
+function toNode(info: BlockDeviceInfo, children: Child[]): BlockNode {
+  const name = info["node-name"];
+  const ro = info.ro;
+  const bitmaps: Bitmap[] = [];
+  let anonymous = 0;
+  for (const b of info["dirty-bitmaps"] ?? []) {
+    if (b.name === undefined) {
+      anonymous++;
+      continue;
+    }
+    bitmaps.push({
+      name: b.name,
+      granularity: b.granularity,
+      count: b.count,
+      recording: b.recording,
+      busy: b.busy,
+      persistent: b.persistent,
+      inconsistent: b.inconsistent ?? false,
+      readOnly: ro && b.persistent,
+    });
+  }
+  const spec = info.image["format-specific"];
+  const stored: StoredBitmap[] = (spec?.type === "qcow2" ? (spec.data?.bitmaps ?? []) : []).map((s) => ({
+    name: s.name,
+    granularity: s.granularity,
+    inUse: s.flags.includes("in-use"),
+    auto: s.flags.includes("auto"),
+  }));
+  const role = filteredChildRole(info.drv);
+  const filtered = role === undefined ? undefined : children.find((c) => c.role === role)?.node;
+  return {
+    name,
+    generated: name.startsWith("#"),
+    driver: info.drv,
+    readOnly: ro,
+    size: info.image["virtual-size"],
+    filename: info.image.filename ?? info.file,
+    filter: isFilterDriver(info.drv),
+    filtered,
+    canStoreBitmaps: info.drv === "qcow2" && spec?.type === "qcow2" && spec.data?.compat === "1.1",
+    children,
+    bitmaps,
+    anonymousBitmaps: anonymous,
+    storedBitmaps: stored,
+  };
+}
+
+/** Children of every block-driver node, from `x-debug-query-block-graph` (empty when QEMU lacks it). */
+function childrenByNode(snap: QemuSnapshot): Map<string, Child[]> {
+  const out = new Map<string, Child[]>();
+  const g = snap.blockGraph;
+  if (!g) return out;
+  const drivers = new Map(g.nodes.filter((n) => n.type === "block-driver").map((n) => [n.id, n.name]));
+  for (const e of g.edges) {
+    const parent = drivers.get(e.parent);
+    const child = drivers.get(e.child);
+    if (parent === undefined || child === undefined) continue;
+    let list = out.get(parent);
+    if (!list) {
+      list = [];
+      out.set(parent, list);
+    }
+    list.push({ role: e.name, node: child });
+  }
+  return out;
+}
+
+/** The node under each named BlockBackend, filters included (query-block hides implicit ones). */
+function backendRoots(snap: QemuSnapshot): Map<string, string> {
+  const out = new Map<string, string>();
+  const g = snap.blockGraph;
+  if (!g) return out;
+  const byId = new Map(g.nodes.map((n) => [n.id, n]));
+  for (const e of g.edges) {
+    const parent = byId.get(e.parent);
+    const child = byId.get(e.child);
+    if (
+      parent?.type === "block-backend" &&
+      parent.name !== "" &&
+      child?.type === "block-driver" &&
+      e.name === "root"
+    ) {
+      out.set(parent.name, child.name);
+    }
+  }
+  return out;
+}
+
+/**
+ * QEMU 7.2's rule for which node a drive name stands for: walk down through filters that carry no named
+ * bitmaps. A filter with named bitmaps ends the walk without a drive root.
+ */
+function walkToDriveRoot(start: string, byName: Map<string, BlockNode>): string | undefined {
+  let cur = byName.get(start);
+  const seen = new Set<string>();
+  while (cur && !seen.has(cur.name)) {
+    seen.add(cur.name);
+    if (!cur.filter) return cur.name;
+    if (cur.bitmaps.length > 0 || cur.filtered === undefined) return undefined;
+    cur = byName.get(cur.filtered);
+  }
+  return undefined;
+}

@@ -1,0 +1,111 @@
+import type { BlockGraph, BlockNode, Drive } from "./model.js";
+
+export type ResolvedVia = "drive" | "node";
+
+export interface Resolved {
+  node: BlockNode;
+  via: ResolvedVia;
+}
+
+/** Indexes over one graph for the lookups planning does thousands of times. */
+export class GraphLookup {
+  private readonly nodes = new Map<string, BlockNode>();
+  private readonly drives = new Map<string, Drive>();
+  private readonly drivesByRoot = new Map<string, Drive[]>();
+  private parents: Map<string, { parent: BlockNode; role: string }[]> | undefined;
+  private bitmapNames: Map<string, number> | undefined;
+  private known: string | undefined;
+
+  constructor(readonly graph: BlockGraph) {
+    for (const n of graph.nodes) this.nodes.set(n.name, n);
+    for (const d of graph.drives) {
+      this.drives.set(d.name, d);
+      if (d.driveRoot !== undefined) {
+        const list = this.drivesByRoot.get(d.driveRoot) ?? [];
+        list.push(d);
+        this.drivesByRoot.set(d.driveRoot, list);
+      }
+    }
+  }
+
+  node(name: string): BlockNode | undefined {
+    return this.nodes.get(name);
+  }
+
+  drive(name: string): Drive | undefined {
+    return this.drives.get(name);
+  }
+
+  /** Drives whose drive root is `node` (usually zero or one). */
+  drivesOf(node: string): Drive[] {
+    return this.drivesByRoot.get(node) ?? [];
+  }
+
+  /** The node a drive name stands for (its drive root). */
+  driveRootOf(drive: string): BlockNode | undefined {
+    const d = this.drives.get(drive);
+    return d?.driveRoot === undefined ? undefined : this.nodes.get(d.driveRoot);
+  }
+
+  /**
+   * Resolves a name as users write it: a drive name (its drive root) or a node-name. QEMU keeps drive names and
+   * node-names in one namespace, so at most one of the two can match.
+   */
+  resolve(name: string): Resolved | undefined {
+    const viaDrive = this.driveRootOf(name);
+    if (viaDrive) return { node: viaDrive, via: "drive" };
+    const node = this.nodes.get(name);
+    return node ? { node, via: "node" } : undefined;
+  }
+
+  /** Every name a node is known by: its node-name and the names of the drives it is the root of. */
+  namesOf(node: BlockNode): string[] {
+    return [node.name, ...this.drivesOf(node.name).map((d) => d.name)];
+  }
+
+  /** The image this node reads through for unallocated data, if any. */
+  backingOf(node: BlockNode): BlockNode | undefined {
+    const edge = node.children.find((c) => c.role === "backing");
+    return edge ? this.nodes.get(edge.node) : undefined;
+  }
+
+  /** Nodes that have `node` as a child, with the edge's role. */
+  parentsOf(node: string): { parent: BlockNode; role: string }[] {
+    if (!this.parents) {
+      this.parents = new Map();
+      for (const n of this.graph.nodes) {
+        for (const c of n.children) {
+          const list = this.parents.get(c.node) ?? [];
+          list.push({ parent: n, role: c.role });
+          this.parents.set(c.node, list);
+        }
+      }
+    }
+    return this.parents.get(node) ?? [];
+  }
+
+  /** How many nodes carry a named bitmap called `name`. */
+  bitmapNameCount(name: string): number {
+    if (!this.bitmapNames) {
+      this.bitmapNames = new Map();
+      for (const n of this.graph.nodes)
+        for (const b of n.bitmaps) this.bitmapNames.set(b.name, (this.bitmapNames.get(b.name) ?? 0) + 1);
+    }
+    return this.bitmapNames.get(name) ?? 0;
+  }
+
+  /** A short list of the names a user can write for this graph's nodes, for error messages. */
+  get knownNames(): string {
+    if (this.known === undefined) {
+      const names = [
+        ...this.graph.drives.map((d) => d.name),
+        ...this.graph.nodes.filter((n) => !n.generated).map((n) => n.name),
+      ];
+      this.known =
+        names.length === 0
+          ? "no named drives or nodes"
+          : `${names.slice(0, 8).join(", ")}${names.length > 8 ? `, and ${names.length - 8} more` : ""}`;
+    }
+    return this.known;
+  }
+}

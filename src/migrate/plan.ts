@@ -1,0 +1,107 @@
+import { buildGraph } from "../graph/build.js";
+import type { BlockGraph } from "../graph/model.js";
+import { compileMapping } from "../mapping/compile.js";
+import { decide, type Decisions } from "../policy/decide.js";
+import { DEFAULT_POLICY } from "../policy/file.js";
+import type { Plan, Policy } from "../policy/types.js";
+import type { PlanOptions, QemuFacts } from "../policy/work.js";
+import { QemuMonitor } from "../qemu/monitor.js";
+import { readSnapshot, type QemuSnapshot } from "../qemu/snapshot.js";
+import { QmpClient } from "../qmp/client.js";
+
+export interface PlanRequest {
+  policy?: Policy;
+  postcopy?: boolean;
+  copyStorage?: boolean;
+}
+
+export interface SideState {
+  snapshot: QemuSnapshot;
+  graph: BlockGraph;
+  facts: QemuFacts;
+}
+
+export interface PlanResult {
+  plan: Plan;
+  source: SideState;
+  destination: SideState;
+  decisions: Decisions;
+}
+
+export function factsOf(snap: QemuSnapshot): QemuFacts {
+  const v = snap.version;
+  return {
+    features: snap.features,
+    capabilities: snap.migrationCapabilities,
+    downtimeLimitMs: snap.migrationParameters["downtime-limit"] ?? 300,
+    maxBandwidth: snap.migrationParameters["max-bandwidth"],
+    guestMemoryBytes: snap.guestMemoryBytes,
+    version: `${v.major}.${v.minor}.${v.micro}`,
+  };
+}
+
+/** Plans from what both QEMUs reported. Pure: this is what fixtures and benchmarks exercise. */
+export function planFromSnapshots(
+  source: QemuSnapshot,
+  destination: QemuSnapshot,
+  request: PlanRequest = {},
+): PlanResult {
+  const src: SideState = { snapshot: source, graph: buildGraph(source), facts: factsOf(source) };
+  const dst: SideState = {
+    snapshot: destination,
+    graph: buildGraph(destination),
+    facts: factsOf(destination),
+  };
+  return planFromGraphs(src, dst, request);
+}
+
+export function planFromGraphs(src: SideState, dst: SideState, request: PlanRequest = {}): PlanResult {
+  const options: PlanOptions = {
+    postcopy: request.postcopy ?? false,
+    copyStorage: request.copyStorage ?? false,
+  };
+  const decisions = decide({
+    source: src.graph,
+    destination: dst.graph,
+    policy: request.policy ?? DEFAULT_POLICY,
+    options,
+    sourceQemu: src.facts,
+    destinationQemu: dst.facts,
+  });
+  const mapping = compileMapping(decisions.bitmaps, {
+    source: src.facts.features.mappingTransform,
+    destination: dst.facts.features.mappingTransform,
+  });
+  const plan: Plan = {
+    version: 1,
+    ok: decisions.errors.length === 0,
+    bitmaps: decisions.bitmaps,
+    errors: decisions.errors,
+    warnings: decisions.warnings,
+    mapping,
+    payloadBytes: decisions.payloadBytes,
+  };
+  return { plan, source: src, destination: dst, decisions };
+}
+
+function monitorOf(m: QmpClient | QemuMonitor): QemuMonitor {
+  return m instanceof QmpClient ? new QemuMonitor(m) : m;
+}
+
+/** Reads one QEMU's block graph. */
+export async function readGraph(qemu: QmpClient | QemuMonitor): Promise<BlockGraph> {
+  return buildGraph(await readSnapshot(monitorOf(qemu)));
+}
+
+/**
+ * Plans a migration between two live QEMUs: reads both, decides every bitmap's fate, checks everything QEMU would
+ * fail on. Changes nothing on either side.
+ */
+export async function planMigration(
+  source: QmpClient | QemuMonitor,
+  destination: QmpClient | QemuMonitor,
+  request: PlanRequest = {},
+): Promise<PlanResult> {
+  const [s, d] = await Promise.all([readSnapshot(monitorOf(source)), readSnapshot(monitorOf(destination))]);
+  return planFromSnapshots(s, d, request);
+}

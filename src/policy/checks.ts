@@ -1,0 +1,278 @@
+import type { GraphLookup } from "../graph/lookup.js";
+import type { BlockNode } from "../graph/model.js";
+import { addError, addTargetError, describeNode, type PlanInput, type Work } from "./work.js";
+import type { PlanError, PlanWarning } from "./types.js";
+
+/** QEMU's limit on bitmap names (block-dirty-bitmap-add, the mapping's `name`). */
+export const MAX_BITMAP_NAME_BYTES = 1023;
+
+interface CheckCtx {
+  input: PlanInput;
+  src: GraphLookup;
+  dst: GraphLookup;
+  errors: PlanError[];
+  warnings: PlanWarning[];
+}
+
+/**
+ * The checks that look across bitmaps and at the destination: everything QEMU would otherwise fail on, crash on
+ * or silently drop. Each adds errors to the bitmaps concerned (plan-level ones to `ctx.errors`).
+ */
+export function runChecks(work: Work[], ctx: CheckCtx): void {
+  const migrating = work.filter((w) => w.entry.action === "migrate");
+  checkBlockers(work, migrating, ctx);
+  for (const w of migrating) {
+    checkName(w);
+    if (w.dst) checkDestination(w, w.dst, ctx);
+  }
+  checkGroups(migrating.filter((w) => w.dst !== undefined));
+  checkQemu(migrating, ctx);
+}
+
+/**
+ * QEMU checks every named bitmap of a node it migrates bitmaps from: one busy, inconsistent or read-only bitmap
+ * fails the whole migration, even one that is not itself migrating.
+ */
+function checkBlockers(work: Work[], migrating: Work[], ctx: CheckCtx): void {
+  const migratingByNode = new Map<string, Work[]>();
+  for (const w of migrating) {
+    const list = migratingByNode.get(w.node.name) ?? [];
+    list.push(w);
+    migratingByNode.set(w.node.name, list);
+  }
+  for (const w of work) {
+    const moving = migratingByNode.get(w.node.name);
+    if (!moving) continue;
+    const b = w.bitmap;
+    const problem = b.busy
+      ? {
+          code: "BITMAP_BUSY" as const,
+          what: "is in use by another operation (a block job, an NBD export or a backup)",
+          end: "end what holds it (block-export-del, or let the job finish)",
+        }
+      : b.inconsistent
+        ? {
+            code: "BITMAP_INCONSISTENT" as const,
+            what: "is inconsistent (QEMU was not shut down cleanly; its content is lost)",
+            end: `remove it (block-dirty-bitmap-remove node=${w.node.name} name=${b.name})`,
+          }
+        : b.readOnly
+          ? {
+              code: "BITMAP_READ_ONLY" as const,
+              what: "is read-only (its node is opened read-only)",
+              end: "",
+            }
+          : undefined;
+    if (!problem) continue;
+    const others = moving.filter((m) => m !== w).map((m) => `'${m.bitmap.name}'`);
+    const where = describeNode(w.node, ctx.src);
+    const nodeDeny = `deny: ['${ctx.src.drivesOf(w.node.name)[0]?.name ?? w.node.name}/*']`;
+    let message = `bitmap '${b.name}' on ${where} ${problem.what}. QEMU refuses to migrate any bitmap of a node that has such a bitmap`;
+    if (others.length > 0) {
+      message += `, so it blocks ${others.join(", ")}. Fix: ${problem.end ? `${problem.end}, or ` : ""}skip every bitmap of the node (${nodeDeny})`;
+    } else if (w.entry.action === "migrate") {
+      message += `. Fix: ${problem.end ? `${problem.end}, or ` : ""}skip it (deny: ['${w.node.name}/${b.name}'])`;
+    }
+    addError(
+      w.entry,
+      problem.code,
+      message,
+      w.entry.target ? undefined : { node: w.node.name, bitmap: b.name },
+    );
+  }
+}
+
+function checkName(w: Work): void {
+  for (const name of [w.bitmap.name, w.entry.target?.bitmap ?? ""]) {
+    if (Buffer.byteLength(name) > MAX_BITMAP_NAME_BYTES) {
+      addError(
+        w.entry,
+        "NAME_TOO_LONG",
+        `bitmap name '${name.slice(0, 40)}…' is ${Buffer.byteLength(name)} bytes; QEMU accepts at most ${MAX_BITMAP_NAME_BYTES}. Rename it with a per-bitmap map entry`,
+      );
+    }
+  }
+}
+
+function checkDestination(w: Work, dst: BlockNode, ctx: CheckCtx): void {
+  const t = w.entry.target;
+  if (!t) return;
+  const src = w.node;
+  const g = w.bitmap.granularity;
+  const dstDesc = describeNode(dst, ctx.dst);
+  if (dst.readOnly) {
+    addTargetError(
+      w.entry,
+      "TARGET_READ_ONLY",
+      `destination ${dstDesc} is read-only: QEMU cannot create bitmap '${t.bitmap}' there`,
+    );
+  }
+  if (dst.size < src.size) {
+    addTargetError(
+      w.entry,
+      "TARGET_TOO_SMALL",
+      `destination ${dstDesc} is ${dst.size} bytes, smaller than the source's ${src.size}: QEMU would crash the destination ` +
+        `(hbitmap assertion) after the source reported success. Give the destination node at least ${src.size} bytes`,
+    );
+  } else if (dst.size > src.size && src.size % (64 * g) !== 0) {
+    addTargetError(
+      w.entry,
+      "TARGET_SIZE_MISMATCH",
+      `destination ${dstDesc} is ${dst.size} bytes, larger than the source's ${src.size}, and the source size is not a ` +
+        `multiple of 64 × the granularity (${64 * g}): QEMU 7.2 would crash the destination. Make both nodes the same size`,
+    );
+  }
+  const inRam = dst.bitmaps.find((b) => b.name === t.bitmap);
+  if (inRam) {
+    addTargetError(
+      w.entry,
+      "TARGET_BITMAP_EXISTS",
+      `destination ${dstDesc} already has a bitmap '${t.bitmap}' in memory: QEMU would kill the destination. Remove it there ` +
+        `(block-dirty-bitmap-remove) or rename this one with a map entry`,
+    );
+  } else {
+    const stored = dst.storedBitmaps.find((s) => s.name === t.bitmap);
+    // An in-use copy is what a shared image shows while the source holds it open: the migrated bitmap replaces it.
+    // Anything else makes the destination's activation fail ("Bitmap already exists").
+    const sharedCopy = stored?.inUse === true && w.bitmap.name === t.bitmap && w.bitmap.persistent;
+    if (stored && !sharedCopy) {
+      addTargetError(
+        w.entry,
+        "TARGET_BITMAP_EXISTS",
+        `destination ${dstDesc} stores a bitmap '${t.bitmap}' in its image${stored.inUse ? " (flagged in use)" : ""}: the ` +
+          `destination would fail to activate the disk after the migration. Remove it before starting the destination ` +
+          `(qemu-img bitmap --remove ${dst.filename ?? "IMAGE"} ${t.bitmap}) or rename this one with a map entry`,
+      );
+    }
+  }
+  if (t.persistent && !dst.canStoreBitmaps) {
+    addTargetError(
+      w.entry,
+      "PERSISTENCE_UNSUPPORTED",
+      `bitmap '${t.bitmap}' would be persistent on destination ${dstDesc} (driver ${dst.driver}), which cannot store bitmaps ` +
+        `(only qcow2 v3 can): it would vanish at the destination's next shutdown. To accept that, map it with ` +
+        `persistent: false: {source: {node: ${src.name}, bitmap: ${w.bitmap.name}}, target: {node: ${dst.name}, persistent: false}}`,
+    );
+  }
+}
+
+/** QEMU's mapping pairs nodes one to one, and two bitmaps cannot land on one name. */
+function checkGroups(migrating: Work[]): void {
+  const byTarget = new Map<string, Work[]>();
+  const dstsOfSrc = new Map<string, Set<string>>();
+  const srcsOfDst = new Map<string, Set<string>>();
+  for (const w of migrating) {
+    const t = w.entry.target;
+    if (!t) continue;
+    const key = `${t.node}\u0000${t.bitmap}`;
+    const list = byTarget.get(key) ?? [];
+    list.push(w);
+    byTarget.set(key, list);
+    const a = dstsOfSrc.get(w.node.name) ?? new Set<string>();
+    a.add(t.node);
+    dstsOfSrc.set(w.node.name, a);
+    const b = srcsOfDst.get(t.node) ?? new Set<string>();
+    b.add(w.node.name);
+    srcsOfDst.set(t.node, b);
+  }
+  for (const group of byTarget.values()) {
+    if (group.length < 2) continue;
+    const names = group.map((w) => `'${w.node.name}/${w.bitmap.name}'`).join(", ");
+    for (const w of group) {
+      const t = w.entry.target;
+      if (!t) continue;
+      addTargetError(
+        w.entry,
+        "TARGET_CONFLICT",
+        `${names} would all land on bitmap '${t.bitmap}' of destination node '${t.node}'. Rename all but one with map entries, or skip them`,
+      );
+    }
+  }
+  for (const w of migrating) {
+    const t = w.entry.target;
+    if (!t) continue;
+    const fanOut = dstsOfSrc.get(w.node.name);
+    if (fanOut && fanOut.size > 1) {
+      addTargetError(
+        w.entry,
+        "MAPPING_INEXPRESSIBLE",
+        `the bitmaps of source node '${w.node.name}' would go to ${fanOut.size} destination nodes (${[...fanOut].join(", ")}); QEMU's mapping sends all bitmaps of one node to one node. Send them to one node, or skip some`,
+      );
+    }
+    const fanIn = srcsOfDst.get(t.node);
+    if (fanIn && fanIn.size > 1) {
+      addTargetError(
+        w.entry,
+        "MAPPING_INEXPRESSIBLE",
+        `destination node '${t.node}' would receive bitmaps from ${fanIn.size} source nodes (${[...fanIn].join(", ")}); QEMU's mapping pairs nodes one to one. Send them to different nodes, or skip some`,
+      );
+    }
+  }
+}
+
+function checkQemu(migrating: Work[], ctx: CheckCtx): void {
+  const { input } = ctx;
+  if (input.destination.runState !== "inmigrate") {
+    ctx.errors.push({
+      code: "DESTINATION_NOT_INCOMING",
+      node: null,
+      bitmap: null,
+      message: `the destination is ${input.destination.runState}, not waiting for a migration: start it with -incoming defer (or -incoming URI)`,
+    });
+  }
+  if (migrating.length === 0) return;
+  for (const [side, facts] of [
+    ["source", input.sourceQemu],
+    ["destination", input.destinationQemu],
+  ] as const) {
+    if (!facts.features.bitmapMapping) {
+      ctx.errors.push({
+        code: "QEMU_UNSUPPORTED",
+        node: null,
+        bitmap: null,
+        message: `QEMU ${facts.version} on the ${side} has no block-bitmap-mapping (QEMU 5.2 or later needed)`,
+      });
+    }
+    if (!("dirty-bitmaps" in facts.capabilities)) {
+      ctx.errors.push({
+        code: "QEMU_UNSUPPORTED",
+        node: null,
+        bitmap: null,
+        message: `QEMU ${facts.version} on the ${side} has no dirty-bitmaps migration capability`,
+      });
+    }
+  }
+  const canTransform =
+    input.sourceQemu.features.mappingTransform || input.destinationQemu.features.mappingTransform;
+  for (const w of migrating) {
+    const t = w.entry.target;
+    if (t && t.persistent !== w.bitmap.persistent && !canTransform) {
+      addError(
+        w.entry,
+        "QEMU_UNSUPPORTED",
+        `changing the persistence of '${w.bitmap.name}' needs block-bitmap-mapping transforms (QEMU 6.0 or later on either side); QEMU here is ${input.sourceQemu.version} → ${input.destinationQemu.version}`,
+      );
+    }
+  }
+  if (input.options.postcopy) {
+    const nodes = new Set(migrating.map((w) => w.node.name));
+    if (nodes.size > 1) {
+      ctx.errors.push({
+        code: "POSTCOPY_UNSAFE",
+        node: null,
+        bitmap: null,
+        message:
+          `--postcopy with bitmaps on ${nodes.size} nodes (${[...nodes].slice(0, 5).join(", ")}${nodes.size > 5 ? ", …" : ""}): ` +
+          `QEMU crashes the destination when postcopy carries bitmaps of more than one node. Migrate without --postcopy ` +
+          `(use --max-downtime if the plan warns about convergence), or migrate the bitmaps of one node only`,
+      });
+    }
+  }
+  if (!input.sourceQemu.features.bitmapSha256 || !input.destinationQemu.features.bitmapSha256) {
+    ctx.warnings.push({
+      code: "NO_CONTENT_HASH",
+      message:
+        "one side lacks x-debug-block-dirty-bitmap-sha256: bitmaps will be verified by granularity and dirty count only",
+    });
+  }
+}

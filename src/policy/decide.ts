@@ -1,0 +1,360 @@
+import { GraphLookup, type Resolved } from "../graph/lookup.js";
+import type { Bitmap, BlockNode } from "../graph/model.js";
+import { runChecks } from "./checks.js";
+import { bitmapPayloadBytes, predictConvergence } from "./convergence.js";
+import { compilePattern, firstMatch, type CompiledPattern } from "./glob.js";
+import type { MapEntry, PlanBitmap, PlanError, PlanWarning, Policy, Rule } from "./types.js";
+import { addError, describeNode, preferredName, quote, targetOf, type PlanInput, type Work } from "./work.js";
+
+export interface Decisions {
+  bitmaps: PlanBitmap[];
+  errors: PlanError[];
+  warnings: PlanWarning[];
+  payloadBytes: number;
+  /** The resolved destination node of each migrating bitmap, index-aligned with `bitmaps`. */
+  work: Work[];
+}
+
+interface ResolvedEntry {
+  entry: MapEntry;
+  node: BlockNode;
+}
+
+/** Runs the decision procedure of DESIGN section 3 over every named source bitmap, then the checks. Pure. */
+export function decide(input: PlanInput): Decisions {
+  const src = new GraphLookup(input.source);
+  const dst = new GraphLookup(input.destination);
+  const errors: PlanError[] = [];
+  const warnings: PlanWarning[] = [];
+  const { perBitmap, perNode } = resolveMap(input.policy, src, errors, warnings);
+  const allow = input.policy.allow?.map(compilePattern);
+  const deny = input.policy.deny.map(compilePattern);
+
+  const work: Work[] = [];
+  for (const node of input.source.nodes) {
+    for (const bitmap of node.bitmaps) {
+      const w: Work = {
+        node,
+        bitmap,
+        dst: undefined,
+        entry: {
+          source: {
+            node: node.name,
+            drive: src.drivesOf(node.name)[0]?.name ?? null,
+            bitmap: bitmap.name,
+            granularity: bitmap.granularity,
+            persistent: bitmap.persistent,
+            recording: bitmap.recording,
+            dirtyBytes: bitmap.count,
+          },
+          action: "skip",
+          rule: "deny",
+          target: null,
+          errors: [],
+          warnings: [],
+        },
+      };
+      decideOne(w, { input, src, dst, perBitmap, perNode, allow, deny });
+      work.push(w);
+    }
+  }
+
+  runChecks(work, { input, src, dst, errors, warnings });
+
+  let payloadBytes = 0;
+  for (const w of work) {
+    if (w.entry.errors.length > 0) {
+      w.entry.action = "error";
+      const first = w.entry.errors[0];
+      if (first) w.entry.rule = first.code;
+      errors.push(...w.entry.errors);
+    } else if (w.entry.action === "migrate") {
+      payloadBytes += bitmapPayloadBytes(w.node.size, w.bitmap.granularity);
+    }
+  }
+
+  if (!input.options.postcopy && payloadBytes > 0) {
+    const p = predictConvergence({
+      payloadBytes,
+      downtimeLimitMs: input.sourceQemu.downtimeLimitMs,
+      maxBandwidth: input.sourceQemu.maxBandwidth,
+      guestMemoryBytes: input.sourceQemu.guestMemoryBytes,
+    });
+    if (p.mayNotConverge) {
+      const ram = input.sourceQemu.guestMemoryBytes === 0 ? "the source has no guest RAM, so " : "";
+      warnings.push({
+        code: "PRECOPY_MAY_NOT_CONVERGE",
+        message:
+          `the bitmaps add ${payloadBytes} bytes that QEMU sends only at the switchover; it switches over only when ` +
+          `they fit its bandwidth estimate times downtime-limit (${input.sourceQemu.downtimeLimitMs} ms), which needs ` +
+          `${p.requiredMbps.toFixed(1)} Mbit/s, and ${ram}QEMU is expected to estimate about ${p.expectedMbps.toFixed(0)} Mbit/s. ` +
+          `Allow a longer switchover with --max-downtime ${p.neededDowntimeMs * 2} (bitferry raises downtime-limit only ` +
+          `if the migration stalls, and restores it)${postcopyHint(work)}.`,
+      });
+    }
+  }
+
+  return { bitmaps: work.map((w) => w.entry), errors, warnings, payloadBytes, work };
+}
+
+function postcopyHint(work: Work[]): string {
+  const nodes = new Set(work.filter((w) => w.entry.action === "migrate").map((w) => w.node.name));
+  return nodes.size === 1 ? ", or send the bitmaps after the switchover with --postcopy" : "";
+}
+
+interface Ctx {
+  input: PlanInput;
+  src: GraphLookup;
+  dst: GraphLookup;
+  perBitmap: Map<string, Map<string, ResolvedEntry>>;
+  perNode: Map<string, ResolvedEntry>;
+  allow: CompiledPattern[] | undefined;
+  deny: CompiledPattern[];
+}
+
+function decideOne(w: Work, ctx: Ctx): void {
+  const { node, bitmap, entry } = w;
+  const names = ctx.src.namesOf(node);
+
+  // 1. A map entry decides.
+  const mapped = ctx.perBitmap.get(node.name)?.get(bitmap.name) ?? ctx.perNode.get(node.name);
+  if (mapped) {
+    const m = mapped.entry;
+    if (m.target === null) {
+      skip(entry, "map-drop");
+      return;
+    }
+    if (m.source.kind === "node") {
+      const denied = firstMatch(ctx.deny, names, bitmap.name);
+      if (denied) {
+        skip(entry, "deny");
+        return;
+      }
+      if (ctx.allow && !firstMatch(ctx.allow, names, bitmap.name)) {
+        skip(entry, "not-allowed");
+        return;
+      }
+    }
+    const resolved = ctx.dst.resolve(m.target.node);
+    const target = {
+      bitmap: m.target.bitmap ?? bitmap.name,
+      persistent: m.target.persistent ?? bitmap.persistent,
+      enabled: m.target.enabled ?? bitmap.recording,
+    };
+    entry.action = "migrate";
+    entry.rule = "map";
+    if (bitmap.readOnly) {
+      addError(entry, "BITMAP_READ_ONLY", readOnlyMessage(node, bitmap, `map[${m.index}]`));
+    }
+    if (!resolved) {
+      entry.target = { node: m.target.node, drive: null, ...target };
+      addError(
+        entry,
+        "TARGET_NODE_MISSING",
+        `map[${m.index}] sends bitmap '${bitmap.name}' to '${m.target.node}', but the destination has no drive or node of that name${candidates(ctx.dst)}`,
+        targetOf(entry),
+      );
+      return;
+    }
+    setTarget(w, ctx, resolved, target);
+    return;
+  }
+
+  // 2. Read-only nodes (backing images) keep their bitmaps and stay out of QEMU's view.
+  if (node.readOnly) {
+    skip(entry, "read-only-node");
+    return;
+  }
+
+  // 3. Strict mode covers every bitmap.
+  if (!ctx.input.policy.defaults) {
+    addError(
+      entry,
+      "UNCOVERED",
+      `strict mode (defaults: false): no map entry covers bitmap '${bitmap.name}' on ${describeNode(node, ctx.src)}. ` +
+        `Add one: {source: {node: ${quote(preferredName(node, ctx.src))}, bitmap: ${quote(bitmap.name)}}, target: <destination node>}, ` +
+        `or drop it on purpose with target: null`,
+    );
+    return;
+  }
+
+  // 4. deny, then allow.
+  if (firstMatch(ctx.deny, names, bitmap.name)) {
+    skip(entry, "deny");
+    return;
+  }
+  if (ctx.allow && !firstMatch(ctx.allow, names, bitmap.name)) {
+    skip(entry, "not-allowed");
+    return;
+  }
+
+  // 5. The default address, 6. resolved on the destination.
+  const target = { bitmap: bitmap.name, persistent: bitmap.persistent, enabled: bitmap.recording };
+  const drives = ctx.src.drivesOf(node.name);
+  if (drives.length === 0 && node.generated) {
+    entry.action = "migrate";
+    entry.rule = "UNADDRESSABLE";
+    addError(entry, "UNADDRESSABLE", unaddressableMessage(node, bitmap, ctx));
+    return;
+  }
+  entry.action = "migrate";
+  const attempts: { rule: Rule; name: string; resolve: () => Resolved | undefined }[] = [];
+  for (const d of drives) {
+    attempts.push({
+      rule: "drive-name",
+      name: `drive '${d.name}'`,
+      resolve: () => resolveDriveAddress(ctx.dst, d.name),
+    });
+  }
+  if (!node.generated) {
+    attempts.push({
+      rule: "node-name",
+      name: `node '${node.name}'`,
+      resolve: () => resolveNodeAddress(ctx.dst, node.name),
+    });
+  }
+  for (const a of attempts) {
+    const r = a.resolve();
+    if (r) {
+      entry.rule = a.rule;
+      setTarget(w, ctx, r, target);
+      return;
+    }
+  }
+  entry.rule = attempts[0]?.rule ?? "node-name";
+  const wanted = attempts.map((a) => a.name).join(" or ");
+  addError(
+    entry,
+    "TARGET_NODE_MISSING",
+    `bitmap '${bitmap.name}' on ${describeNode(node, ctx.src)} has no counterpart: the destination has no ${wanted}${candidates(ctx.dst)}. ` +
+      `Start the destination with the same drive id or node-name, or map it: {source: ${quote(preferredName(node, ctx.src))}, target: <destination node>}`,
+  );
+}
+
+/** `drive:X` on the destination: the drive root of drive X, else a node named X. */
+function resolveDriveAddress(dst: GraphLookup, name: string): Resolved | undefined {
+  const root = dst.driveRootOf(name);
+  if (root) return { node: root, via: "drive" };
+  const node = dst.node(name);
+  return node ? { node, via: "node" } : undefined;
+}
+
+/** `node:N` on the destination: the node named N, else the drive root of drive N. */
+function resolveNodeAddress(dst: GraphLookup, name: string): Resolved | undefined {
+  const node = dst.node(name);
+  if (node) return { node, via: "node" };
+  const root = dst.driveRootOf(name);
+  return root ? { node: root, via: "drive" } : undefined;
+}
+
+function setTarget(
+  w: Work,
+  ctx: Ctx,
+  resolved: Resolved,
+  t: { bitmap: string; persistent: boolean; enabled: boolean },
+): void {
+  w.dst = resolved.node;
+  w.entry.target = {
+    node: resolved.node.name,
+    drive: ctx.dst.drivesOf(resolved.node.name)[0]?.name ?? null,
+    bitmap: t.bitmap,
+    persistent: t.persistent,
+    enabled: t.enabled,
+  };
+}
+
+function skip(entry: PlanBitmap, rule: Rule): void {
+  entry.action = "skip";
+  entry.rule = rule;
+  entry.target = null;
+}
+
+function resolveMap(
+  policy: Policy,
+  src: GraphLookup,
+  errors: PlanError[],
+  warnings: PlanWarning[],
+): { perBitmap: Map<string, Map<string, ResolvedEntry>>; perNode: Map<string, ResolvedEntry> } {
+  const perBitmap = new Map<string, Map<string, ResolvedEntry>>();
+  const perNode = new Map<string, ResolvedEntry>();
+  for (const entry of policy.map) {
+    const where = `map[${entry.index}]`;
+    const bitmapName = entry.source.kind === "bitmap" ? entry.source.bitmap : null;
+    const resolved = src.resolve(entry.source.node);
+    if (!resolved) {
+      errors.push({
+        code: "MAP_SOURCE_MISSING",
+        node: entry.source.node,
+        bitmap: bitmapName,
+        message: `${where}: the source has no drive or node named '${entry.source.node}'${candidates(src)}`,
+      });
+      continue;
+    }
+    const node = resolved.node;
+    if (entry.source.node.startsWith("#")) {
+      warnings.push({
+        code: "GENERATED_NODE_NAME_IN_MAP",
+        node: node.name,
+        message: `${where} names the source node '${entry.source.node}', a name QEMU generated: it will be different after the next restart of the source. Give the node a node-name.`,
+      });
+    }
+    if (entry.target?.node.startsWith("#")) {
+      warnings.push({
+        code: "GENERATED_NODE_NAME_IN_MAP",
+        node: node.name,
+        message: `${where} names the destination node '${entry.target.node}', a name QEMU generated: it will be different after the next restart of the destination. Give the node a node-name.`,
+      });
+    }
+    if (entry.source.kind === "bitmap") {
+      const name = entry.source.bitmap;
+      if (!node.bitmaps.some((b) => b.name === name)) {
+        const have = node.bitmaps.map((b) => `'${b.name}'`).join(", ");
+        errors.push({
+          code: "MAP_SOURCE_MISSING",
+          node: node.name,
+          bitmap: name,
+          message: `${where}: node '${entry.source.node}' has no bitmap '${name}' (it has ${have || "no named bitmaps"})`,
+        });
+        continue;
+      }
+      let byName = perBitmap.get(node.name);
+      if (!byName) {
+        byName = new Map();
+        perBitmap.set(node.name, byName);
+      }
+      if (!byName.has(name)) byName.set(name, { entry, node });
+    } else if (!perNode.has(node.name)) {
+      perNode.set(node.name, { entry, node });
+    }
+  }
+  return { perBitmap, perNode };
+}
+
+function candidates(lookup: GraphLookup): string {
+  return ` (it has: ${lookup.knownNames})`;
+}
+
+function readOnlyMessage(node: BlockNode, bitmap: Bitmap, why: string): string {
+  return (
+    `${why} sends bitmap '${bitmap.name}', but it lives on read-only node '${node.name}' (a backing image?) where QEMU ` +
+    `loads persistent bitmaps read-only and refuses to migrate them. Drop it (target: null); it stays stored in that image`
+  );
+}
+
+function unaddressableMessage(node: BlockNode, bitmap: Bitmap, ctx: Ctx): string {
+  const parents = ctx.src.parentsOf(node.name);
+  const under = parents
+    .map((p) => {
+      const d = ctx.src.drivesOf(p.parent.name)[0];
+      return d ? `the ${p.role} node of drive '${d.name}'` : `the ${p.role} node of '${p.parent.name}'`;
+    })
+    .join(", ");
+  const unique = ctx.src.bitmapNameCount(bitmap.name) === 1;
+  const denyPattern = unique ? bitmap.name : `${node.name}/${bitmap.name}`;
+  return (
+    `bitmap '${bitmap.name}' is on node '${node.name}'${under ? ` (${under})` : ""}, whose name QEMU generated and ` +
+    `changes at every start, and which is not the root of a named drive: no address can find it again. Fix: give the ` +
+    `node a node-name, or map it explicitly: {source: {node: ${quote(node.name)}, bitmap: ${quote(bitmap.name)}}, target: ` +
+    `<destination node>}, or skip it: deny: [${quote(denyPattern)}]`
+  );
+}

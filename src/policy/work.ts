@@ -1,0 +1,73 @@
+import type { GraphLookup } from "../graph/lookup.js";
+import type { BlockGraph, Bitmap, BlockNode } from "../graph/model.js";
+import type { QemuFeatures } from "../qemu/monitor.js";
+import type { PlanBitmap, PlanError, Policy } from "./types.js";
+
+/** What planning needs to know about one QEMU besides its graph. */
+export interface QemuFacts {
+  features: QemuFeatures;
+  /** Capabilities QEMU offers (`query-migrate-capabilities`), by name. */
+  capabilities: Record<string, boolean>;
+  downtimeLimitMs: number;
+  maxBandwidth: number | undefined;
+  guestMemoryBytes: number | undefined;
+  version: string;
+}
+
+export interface PlanOptions {
+  postcopy: boolean;
+  copyStorage: boolean;
+}
+
+export interface PlanInput {
+  source: BlockGraph;
+  destination: BlockGraph;
+  policy: Policy;
+  options: PlanOptions;
+  sourceQemu: QemuFacts;
+  destinationQemu: QemuFacts;
+}
+
+/** One source bitmap while it is being decided; `dst` is the resolved destination node. */
+export interface Work {
+  node: BlockNode;
+  bitmap: Bitmap;
+  entry: PlanBitmap;
+  dst: BlockNode | undefined;
+}
+
+export function addError(
+  entry: PlanBitmap,
+  code: PlanError["code"],
+  message: string,
+  target?: { node: string; bitmap: string },
+): void {
+  if (entry.errors.some((e) => e.code === code)) return;
+  const err: PlanError = { code, message, node: entry.source.node, bitmap: entry.source.bitmap };
+  if (target) err.target = target;
+  entry.errors.push(err);
+}
+
+/** The destination side of a bitmap's plan, for errors about it. */
+export function targetOf(entry: PlanBitmap): { node: string; bitmap: string } | undefined {
+  return entry.target ? { node: entry.target.node, bitmap: entry.target.bitmap } : undefined;
+}
+
+/** An error about the bitmap's destination side: it carries `target`. */
+export function addTargetError(entry: PlanBitmap, code: PlanError["code"], message: string): void {
+  addError(entry, code, message, targetOf(entry));
+}
+
+export function quote(s: string): string {
+  return /^[A-Za-z_][\w.-]*$/.test(s) ? s : JSON.stringify(s);
+}
+
+/** The name a user should write for a node: its drive, else its node-name. */
+export function preferredName(node: BlockNode, lookup: GraphLookup): string {
+  return lookup.drivesOf(node.name)[0]?.name ?? node.name;
+}
+
+export function describeNode(node: BlockNode, lookup: GraphLookup): string {
+  const drive = lookup.drivesOf(node.name)[0];
+  return drive ? `drive '${drive.name}' (node '${node.name}')` : `node '${node.name}'`;
+}
