@@ -1,0 +1,58 @@
+import { PassThrough } from "node:stream";
+import { spawn } from "node:child_process";
+import path from "node:path";
+import { main } from "../../src/cli/main.js";
+import type { CliIO } from "../../src/cli/output.js";
+
+export interface CliRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+  /** stdout parsed as JSON (throws when it is not exactly one document). */
+  json(): unknown;
+}
+
+function result(code: number, stdout: string, stderr: string): CliRun {
+  return {
+    code,
+    stdout,
+    stderr,
+    json() {
+      return JSON.parse(stdout) as unknown;
+    },
+  };
+}
+
+/** Runs the CLI in-process with captured output. */
+export async function runCli(args: string[]): Promise<CliRun> {
+  const out = new PassThrough();
+  const err = new PassThrough();
+  let stdout = "";
+  let stderr = "";
+  out.on("data", (c: Buffer) => (stdout += c.toString()));
+  err.on("data", (c: Buffer) => (stderr += c.toString()));
+  const io: CliIO = { stdout: out, stderr: err };
+  const code = await main(args, io);
+  return result(code, stdout, stderr);
+}
+
+const root = path.join(import.meta.dirname, "..", "..");
+
+/** Runs the CLI as a real process (exit statuses, signals). */
+export function spawnCli(args: string[], options: { onSpawn?: (pid: number) => void } = {}): Promise<CliRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", "tsx", path.join(root, "src/cli/main.ts"), ...args], {
+      cwd: root,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+    child.on("error", reject);
+    child.on("spawn", () => options.onSpawn?.(child.pid ?? -1));
+    child.on("close", (code, signal) => {
+      resolve(result(code ?? (signal ? 128 : 1), stdout, stderr));
+    });
+  });
+}
