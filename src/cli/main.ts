@@ -6,6 +6,7 @@ import { ExitCode } from "./exit-codes.js";
 import { processIO, reportError, writeJson, type CliIO } from "./output.js";
 import { registerInspect } from "./commands/inspect.js";
 import { registerPlan } from "./commands/plan.js";
+import { registerMigrate } from "./commands/migrate.js";
 
 export interface CliContext {
   io: CliIO;
@@ -28,6 +29,7 @@ export function buildProgram(ctx: CliContext): Command {
     })
     .exitOverride();
   registerPlan(program, ctx);
+  registerMigrate(program, ctx);
   registerInspect(program, ctx);
   return program;
 }

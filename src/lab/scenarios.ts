@@ -308,3 +308,63 @@ export const scenarios: readonly Scenario[] = [
   rawDestination,
   throttled,
 ];
+
+/**
+ * Bitmaps too large for QEMU's precopy threshold: four 64 GiB null-co nodes with three 64 KiB-granularity
+ * bitmaps each (1.5 MiB of bitmap data) and no guest RAM stay `active` forever on QEMU 7.2 (reference R25).
+ */
+export const largeBitmaps: Scenario = {
+  name: "large-bitmaps",
+  description:
+    "four 64 GiB null-co nodes with three dirtied bitmaps each: a payload precopy cannot converge on",
+  async setup(lab, o) {
+    const nodes = ["disk0", "disk1", "disk2", "disk3"];
+    const args = nodes.flatMap((n) => nullBlockdev(n, 64 * 1024 * MiB));
+    const p = await pair(lab, args, args, o);
+    for (const n of nodes) {
+      for (let j = 0; j < 3; j++) await p.source.monitor.addBitmap(n, `bm${j}`, { granularity: 65536 });
+      await writeRange(p.source.monitor, n, 0, 4 * MiB);
+      await writeRange(p.source.monitor, n, 60 * 1024 * MiB, MiB);
+    }
+    return p;
+  },
+};
+
+/** One 64 GiB node with three bitmaps: too large for precopy, fine for postcopy (bitmaps on one node). */
+export const largeSingleNode: Scenario = {
+  name: "large-single-node",
+  description: "one 64 GiB null-co node with three dirtied bitmaps (384 KiB of bitmap data)",
+  async setup(lab, o) {
+    const args = nullBlockdev("disk0", 64 * 1024 * MiB);
+    const p = await pair(lab, args, args, o);
+    for (let j = 0; j < 3; j++) await p.source.monitor.addBitmap("disk0", `bm${j}`, { granularity: 65536 });
+    await writeRange(p.source.monitor, "disk0", 0, 4 * MiB);
+    await writeRange(p.source.monitor, "disk0", 63 * 1024 * MiB, MiB);
+    return p;
+  },
+};
+
+/**
+ * A large sparse qcow2 disk with persistent bitmaps, whose bitmap payload keeps precopy `active` (it does not
+ * converge without a larger downtime-limit): the window in which failures are injected. Beside it, a null-co node
+ * with a transient bitmap.
+ */
+export const stallingPersistent: Scenario = {
+  name: "stalling-persistent",
+  description:
+    "a 64 GiB sparse qcow2 with three persistent bitmaps (384 KiB of bitmap data) and a null-co node",
+  async setup(lab, o) {
+    const img = await lab.createImage("big.qcow2", 64 * 1024 * MiB);
+    const dstArgs = [...qcow2Blockdev({ nodeName: "disk0", file: img }), ...nullBlockdev("disk1", DISK)];
+    const p = await pair(lab, dstArgs, dstArgs, o);
+    const m = p.source.monitor;
+    for (let j = 0; j < 3; j++)
+      await m.addBitmap("disk0", `backup-${j}`, { granularity: 65536, persistent: true });
+    await m.addBitmap("disk1", "transient", { granularity: 65536 });
+    await m.disableBitmap("disk0", "backup-2");
+    await writeRange(m, "disk0", 0, 2 * MiB);
+    await writeRange(m, "disk0", 40 * 1024 * MiB, MiB);
+    await writeRange(m, "disk1", MiB, MiB);
+    return p;
+  },
+};

@@ -39,7 +39,10 @@ export async function runCli(args: string[]): Promise<CliRun> {
 const root = path.join(import.meta.dirname, "..", "..");
 
 /** Runs the CLI as a real process (exit statuses, signals). */
-export function spawnCli(args: string[], options: { onSpawn?: (pid: number) => void } = {}): Promise<CliRun> {
+export function spawnCli(
+  args: string[],
+  options: { onSpawn?: (pid: number) => void; onStderr?: (textSoFar: string) => void } = {},
+): Promise<CliRun> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ["--import", "tsx", path.join(root, "src/cli/main.ts"), ...args], {
       cwd: root,
@@ -48,7 +51,10 @@ export function spawnCli(args: string[], options: { onSpawn?: (pid: number) => v
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+    child.stderr.on("data", (c: Buffer) => {
+      stderr += c.toString();
+      options.onStderr?.(stderr);
+    });
     child.on("error", reject);
     child.on("spawn", () => options.onSpawn?.(child.pid ?? -1));
     child.on("close", (code, signal) => {

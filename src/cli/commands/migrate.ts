@@ -1,0 +1,130 @@
+import { InvalidArgumentError, Option, type Command } from "@commander-js/extra-typings";
+import type { CliContext } from "../main.js";
+import { connectMonitor, loadPolicy } from "../connect.js";
+import { ExitCode } from "../exit-codes.js";
+import { colors, exitCodeFor, reportError, summarizeError, writeJson } from "../output.js";
+import { ProgressReporter } from "../progress.js";
+import { renderMigrateText } from "../render/migrate-text.js";
+import { migrate } from "../../migrate/run.js";
+import type { QemuMonitor } from "../../qemu/monitor.js";
+import { parseSocketAddress } from "../../qmp/address.js";
+
+function positiveInt(what: string): (v: string) => number {
+  return (v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n <= 0)
+      throw new InvalidArgumentError(`${what} must be a positive whole number`);
+    return n;
+  };
+}
+
+function migrationUri(v: string): string {
+  if (v.startsWith("unix:") || v.startsWith("tcp:")) {
+    parseSocketAddress(v);
+    return v;
+  }
+  throw new InvalidArgumentError("expected unix:/path or tcp:HOST:PORT");
+}
+
+export function registerMigrate(program: Command, ctx: CliContext): void {
+  program
+    .command("migrate")
+    .description(
+      "Plan, migrate with the bitmaps, verify every bitmap on arrival; on failure cancel and repair the source.",
+    )
+    .requiredOption("--source <addr>", "source QMP monitor: unix:/path, a socket path, or tcp:HOST:PORT")
+    .requiredOption("--dest <addr>", "destination QMP monitor (a QEMU started with -incoming)")
+    .requiredOption(
+      "--uri <uri>",
+      "migration URI the source sends to (unix:/path or tcp:HOST:PORT)",
+      migrationUri,
+    )
+    .option("--policy <file>", "policy file (YAML or JSON): allow, deny, map, defaults")
+    .option("--postcopy", "send the bitmaps after the switchover (only for bitmaps on a single node)")
+    .option("--resume", "resume a paused destination (started with -S) once verified")
+    .option(
+      "--max-downtime <ms>",
+      "allow raising downtime-limit up to this many ms if bitmap data stalls precopy",
+      positiveInt("--max-downtime"),
+    )
+    .option(
+      "--timeout <seconds>",
+      "give up (cancel and repair) after this many seconds",
+      positiveInt("--timeout"),
+    )
+    .option("--json", "print the result as one JSON document on stdout (progress goes to stderr)")
+    .addOption(
+      new Option(
+        "--html <file>",
+        "also write the plan and verification as a self-contained HTML picture",
+      ).hideHelp(),
+    )
+    .addHelpText(
+      "after",
+      `
+Exit status: 0 migrated and verified, 1 plan errors or the migration/verification failed, 2 bad usage or policy
+file, 3 cannot connect, 130/143 interrupted by SIGINT/SIGTERM (after cancelling and repairing the source).
+
+Examples:
+  bitferry migrate --source /run/src.qmp --dest /run/dst.qmp --uri unix:/run/mig.sock
+  bitferry migrate --source unix:/run/src.qmp --dest tcp:10.0.0.2:4444 --uri tcp:10.0.0.2:4445 \\
+      --policy policy.yaml --max-downtime 2000 --resume --json`,
+    )
+    .action(async (opts) => {
+      const monitors: QemuMonitor[] = [];
+      const controller = new AbortController();
+      let signalled: NodeJS.Signals | undefined;
+      let signals = 0;
+      const onSignal = (sig: NodeJS.Signals): void => {
+        signals++;
+        signalled ??= sig;
+        if (signals === 1) {
+          ctx.io.stderr.write(
+            `\nbitferry: ${sig}: cancelling the migration and repairing the source (press again to exit at once)\n`,
+          );
+          controller.abort(sig);
+        } else {
+          process.exit(sig === "SIGINT" ? ExitCode.SIGINT : ExitCode.SIGTERM);
+        }
+      };
+      process.on("SIGINT", onSignal);
+      process.on("SIGTERM", onSignal);
+      const reporter = new ProgressReporter(ctx.io.stderr);
+      try {
+        const policy = await loadPolicy(opts.policy);
+        const source = await connectMonitor(opts.source, "source");
+        monitors.push(source);
+        const destination = await connectMonitor(opts.dest, "destination");
+        monitors.push(destination);
+        const result = await migrate({
+          source,
+          destination,
+          uri: opts.uri,
+          policy,
+          postcopy: opts.postcopy ?? false,
+          resume: opts.resume ?? false,
+          ...(opts.maxDowntime !== undefined ? { maxDowntimeMs: opts.maxDowntime } : {}),
+          ...(opts.timeout !== undefined ? { timeoutMs: opts.timeout * 1000 } : {}),
+          signal: controller.signal,
+          onProgress: reporter.update,
+        });
+        reporter.end();
+        if (opts.json) writeJson(ctx.io, result);
+        else ctx.io.stdout.write(renderMigrateText(result, colors(ctx.io)));
+        if (result.ok) ctx.exitCode = ExitCode.OK;
+        else if (result.error?.code === "INTERRUPTED" && signalled)
+          ctx.exitCode = signalled === "SIGINT" ? ExitCode.SIGINT : ExitCode.SIGTERM;
+        else ctx.exitCode = ExitCode.FAILED;
+      } catch (err) {
+        reporter.end();
+        if (opts.json)
+          writeJson(ctx.io, { version: 1, ok: false, phase: "failed", error: summarizeError(err) });
+        else reportError(ctx.io, err);
+        ctx.exitCode = exitCodeFor(err);
+      } finally {
+        process.off("SIGINT", onSignal);
+        process.off("SIGTERM", onSignal);
+        for (const m of monitors) m.qmp.close();
+      }
+    });
+}

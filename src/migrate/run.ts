@@ -1,0 +1,784 @@
+import { QmpClient } from "../qmp/client.js";
+import { QmpCommandError, QmpConnectionClosedError, QmpError } from "../qmp/errors.js";
+import { QemuMonitor } from "../qemu/monitor.js";
+import type { MigrationInfo } from "../qemu/replies.js";
+import type { Plan, PlanBitmap } from "../policy/types.js";
+import { debug } from "../util/debug.js";
+import { BitferryError, describeError } from "../util/errors.js";
+import { RunError, type RunErrorCode } from "./errors.js";
+import { planMigration, type PlanRequest, type PlanResult } from "./plan.js";
+import type { ProgressListener, RunPhase } from "./progress.js";
+import { repairPersistence, type RepairOutcome } from "./repair.js";
+import { judgeBitmap, type SourceRecord, type VerifiedBitmap } from "./verify.js";
+
+export interface MigrateOptions extends PlanRequest {
+  source: QmpClient | QemuMonitor;
+  destination: QmpClient | QemuMonitor;
+  /** Where the source sends the migration stream (`unix:/path`, `tcp:HOST:PORT`). */
+  uri: string;
+  /** Resume a paused destination after verification. */
+  resume?: boolean;
+  /** Upper bound for raising `downtime-limit` when bitmap data keeps precopy from converging. */
+  maxDowntimeMs?: number;
+  /** Give up (cancel, repair) after this long. */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  onProgress?: ProgressListener;
+  /** How often to poll `query-migrate` besides the events (ms). */
+  pollMs?: number;
+}
+
+export type RunOutcomePhase = "planned" | "migrating" | "verified" | "failed";
+
+/** The `migrate --json` document. */
+export interface MigrateResult {
+  version: 1;
+  ok: boolean;
+  plan: Plan;
+  phase: RunOutcomePhase;
+  bitmaps: VerifiedBitmap[];
+  migration: {
+    status: string;
+    totalTimeMs: number | null;
+    downtimeMs: number | null;
+    postcopy: boolean;
+    /** Set when bitferry raised `downtime-limit` to let bitmap data through (and restored it afterwards). */
+    downtimeLimitRaisedMs?: number;
+  };
+  source: { runState: string | null; repaired: RepairOutcome[] };
+  destination: { runState: string | null };
+  error?: { code: RunErrorCode; message: string };
+}
+
+const RUNNING_STATUSES = new Set([
+  "setup",
+  "active",
+  "pre-switchover",
+  "device",
+  "wait-unplug",
+  "cancelling",
+]);
+const CANCELLABLE = new Set(["setup", "active", "pre-switchover", "device", "wait-unplug"]);
+/** Drivers whose nodes sit under a format driver and receive its metadata writes at inactivation. */
+const PROTOCOL_DRIVERS = new Set([
+  "file",
+  "host_device",
+  "host_cdrom",
+  "nbd",
+  "iscsi",
+  "rbd",
+  "ssh",
+  "gluster",
+  "nfs",
+]);
+
+function monitorOf(m: QmpClient | QemuMonitor): QemuMonitor {
+  return m instanceof QmpClient ? new QemuMonitor(m) : m;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Runs DESIGN section 4: plan, set up both sides, migrate, hash every bitmap while the source is stopped at the
+ * switchover, verify each on arrival; on any failure cancel, repair the source's bitmaps and leave the source as it
+ * was. Never throws for a failed migration: the result says what happened.
+ */
+export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
+  return new MigrationRun(options).run();
+}
+
+interface Side {
+  mon: QemuMonitor;
+  name: "source" | "destination";
+  lost: boolean;
+  originalCaps: Record<string, boolean>;
+  changedCaps: Record<string, boolean>;
+}
+
+class MigrationRun {
+  private readonly src: Side;
+  private readonly dst: Side;
+  private readonly started = Date.now();
+  private readonly abort = new AbortController();
+  private readonly cleanups: (() => void)[] = [];
+  private wake: (() => void) | undefined;
+  private planResult: PlanResult | undefined;
+  private migrating: PlanBitmap[] = [];
+  private sourceRecords = new Map<PlanBitmap, SourceRecord>();
+  private sourceRunState0: string | null = null;
+  private migrateIssued = false;
+  private postcopyStarted = false;
+  private lastInfo: MigrationInfo | undefined;
+  private downtimeOriginal: number | undefined;
+  private downtimeRaised: number | undefined;
+  private destinationRan = false;
+  private phase: RunPhase = "plan";
+
+  constructor(private readonly o: MigrateOptions) {
+    this.src = { mon: monitorOf(o.source), name: "source", lost: false, originalCaps: {}, changedCaps: {} };
+    this.dst = {
+      mon: monitorOf(o.destination),
+      name: "destination",
+      lost: false,
+      originalCaps: {},
+      changedCaps: {},
+    };
+  }
+
+  async run(): Promise<MigrateResult> {
+    this.watch();
+    let plan: Plan | undefined;
+    try {
+      this.progress("plan", { message: "reading both block graphs" });
+      this.planResult = await planMigration(this.src.mon, this.dst.mon, this.o);
+      plan = this.planResult.plan;
+      if (!plan.ok) {
+        return this.result("planned", {
+          code: "PLAN_ERRORS",
+          message: `the plan has ${plan.errors.length} error(s); nothing was changed on either side: ${plan.errors
+            .map((e) => `${e.code}${e.bitmap !== null ? ` (${e.node ?? ""}/${e.bitmap})` : ""}`)
+            .join(", ")}`,
+        });
+      }
+      this.migrating = plan.bitmaps.filter((b) => b.action === "migrate");
+      this.sourceRunState0 = this.planResult.source.snapshot.runState;
+      await this.setup();
+      await this.startMigration();
+      const info = await this.follow();
+      this.lastInfo = info;
+      await this.completeDestination();
+      const verified = await this.verify();
+      const failed = verified.filter((v) => v.verified === "failed");
+      if (failed.length > 0) {
+        throw new RunError(
+          "VERIFY_FAILED",
+          `${failed.length} of ${verified.length} bitmap(s) failed verification on the destination: ` +
+            failed.map((v) => `${v.target.node}/${v.target.bitmap}: ${v.reason ?? ""}`).join("; ") +
+            ". Neither side was resumed: the source is stopped after the switchover; decide which one runs",
+        );
+      }
+      await this.finishDestination();
+      this.progress("done", { message: "all bitmaps verified" });
+      return await this.result("verified", undefined, verified);
+    } catch (err) {
+      const runError = this.toRunError(err);
+      debug("migration run failed: %s", runError.message);
+      const repaired = await this.recover(runError);
+      if (!plan) {
+        // Planning itself failed (a monitor gone, QEMU refused a query): nothing was touched.
+        throw runError;
+      }
+      return await this.result(
+        "failed",
+        { code: runError.code, message: runError.message },
+        this.verifiedFromError(runError),
+        repaired,
+      );
+    } finally {
+      await this.restore();
+      for (const c of this.cleanups) c();
+    }
+  }
+
+  // ---- plumbing ----
+
+  private watch(): void {
+    for (const side of [this.src, this.dst]) {
+      this.cleanups.push(
+        side.mon.qmp.onClose(() => {
+          side.lost = true;
+          this.wake?.();
+        }),
+        side.mon.qmp.on("MIGRATION", () => this.wake?.()),
+      );
+    }
+    const user = this.o.signal;
+    if (user) {
+      const onAbort = (): void => {
+        this.abort.abort(
+          new RunError("INTERRUPTED", `interrupted (${describeReason(user.reason)}) during ${this.phase}`),
+        );
+      };
+      if (user.aborted) onAbort();
+      else user.addEventListener("abort", onAbort, { once: true });
+      this.cleanups.push(() => {
+        user.removeEventListener("abort", onAbort);
+      });
+    }
+    if (this.o.timeoutMs !== undefined && this.o.timeoutMs > 0) {
+      const ms = this.o.timeoutMs;
+      const t = setTimeout(() => {
+        this.abort.abort(
+          new RunError("TIMEOUT", `--timeout expired after ${Math.round(ms / 1000)} s during ${this.phase}`),
+        );
+      }, ms);
+      this.cleanups.push(() => {
+        clearTimeout(t);
+      });
+    }
+    this.abort.signal.addEventListener("abort", () => this.wake?.());
+  }
+
+  /** Throws if the run was interrupted or timed out. */
+  private checkpoint(): void {
+    if (this.abort.signal.aborted) throw this.abort.signal.reason;
+  }
+
+  /** Waits up to `ms`, waking early on a MIGRATION event, a lost monitor or an abort. */
+  private async pause(ms: number): Promise<void> {
+    this.checkpoint();
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(t);
+        resolve();
+      }
+      this.wake = done;
+    });
+    this.wake = undefined;
+    this.checkpoint();
+  }
+
+  private progress(phase: RunPhase, extra: Partial<Parameters<ProgressListener>[0]> = {}): void {
+    this.phase = phase;
+    this.o.onProgress?.({ phase, elapsedMs: Date.now() - this.started, ...extra });
+  }
+
+  /** Runs a command on one side; a closed monitor or a refusal becomes the run error that says where. */
+  private async on<T>(side: Side, fn: (m: QemuMonitor) => Promise<T>, what: string): Promise<T> {
+    try {
+      return await fn(side.mon);
+    } catch (err) {
+      throw this.sideError(side, err, what);
+    }
+  }
+
+  private sideError(side: Side, err: unknown, what: string): unknown {
+    if (err instanceof QmpConnectionClosedError) {
+      side.lost = true;
+      return new RunError(
+        side.name === "source" ? "SOURCE_LOST" : "DESTINATION_LOST",
+        `the ${side.name}'s monitor closed while ${what} (QEMU exited or the socket dropped)`,
+        { cause: err },
+      );
+    }
+    if (err instanceof QmpCommandError) {
+      return new RunError(
+        "QEMU_ERROR",
+        `${side.name} QEMU refused ${err.command} while ${what}: ${err.desc}`,
+        { cause: err },
+      );
+    }
+    return err;
+  }
+
+  // ---- phases ----
+
+  private async setup(): Promise<void> {
+    this.checkpoint();
+    this.progress("setup", { message: "setting capabilities and bitmap mappings on both sides" });
+    const plan = this.plan();
+    const info = await this.on(this.src, (m) => m.migrationInfo(), "checking for a running migration");
+    if (info.status !== undefined && RUNNING_STATUSES.has(info.status)) {
+      throw new RunError(
+        "QEMU_ERROR",
+        `a migration is already in progress on the source (status ${info.status})`,
+      );
+    }
+    const srcCaps = this.planResult?.source.snapshot.migrationCapabilities ?? {};
+    const dstCaps = this.planResult?.destination.snapshot.migrationCapabilities ?? {};
+    await this.setCaps(this.dst, dstCaps, { "dirty-bitmaps": true, events: true });
+    await this.setCaps(this.src, srcCaps, {
+      "dirty-bitmaps": true,
+      events: true,
+      "pause-before-switchover": true,
+    });
+    this.downtimeOriginal = this.planResult?.source.snapshot.migrationParameters["downtime-limit"];
+    await this.on(
+      this.dst,
+      (m) => m.setMigrationParameters({ "block-bitmap-mapping": plan.mapping.destination }),
+      "setting the bitmap mapping",
+    );
+    await this.on(
+      this.src,
+      (m) => m.setMigrationParameters({ "block-bitmap-mapping": plan.mapping.source }),
+      "setting the bitmap mapping",
+    );
+    const exitOnError = this.planResult?.destination.facts.features.incomingExitOnError ? false : undefined;
+    try {
+      await this.dst.mon.migrateIncoming(this.o.uri, exitOnError);
+    } catch (err) {
+      // A destination started with `-incoming URI` already listens; only `-incoming defer` needs the command.
+      if (!(err instanceof QmpCommandError && err.desc.includes("already been started"))) {
+        throw this.sideError(this.dst, err, "starting the incoming side");
+      }
+    }
+  }
+
+  private async setCaps(
+    side: Side,
+    current: Record<string, boolean>,
+    wanted: Record<string, boolean>,
+  ): Promise<void> {
+    const change: Record<string, boolean> = {};
+    for (const [cap, state] of Object.entries(wanted)) {
+      if (current[cap] !== state) {
+        change[cap] = state;
+        side.originalCaps[cap] = current[cap] ?? false;
+      }
+    }
+    if (Object.keys(change).length === 0) return;
+    await this.on(side, (m) => m.setMigrationCapabilities(change), "setting migration capabilities");
+    Object.assign(side.changedCaps, change);
+  }
+
+  private async startMigration(): Promise<void> {
+    this.checkpoint();
+    this.progress("migrating", {
+      status: "setup",
+      bitmapBytes: this.plan().payloadBytes,
+      message: `migrating to ${this.o.uri}`,
+    });
+    this.migrateIssued = true;
+    await this.on(this.src, (m) => m.migrate(this.o.uri), "starting the migration");
+  }
+
+  /** Follows the source until it reports `completed`. */
+  private async follow(): Promise<MigrationInfo> {
+    const poll = this.o.pollMs ?? 200;
+    let stall: { since: number; passes: number } | undefined;
+    let lastRaise = 0;
+    for (;;) {
+      this.checkpoint();
+      if (this.dst.lost)
+        throw new RunError(
+          "DESTINATION_LOST",
+          "the destination's monitor closed during the migration (QEMU exited)",
+        );
+      const info = await this.on(this.src, (m) => m.migrationInfo(), "following the migration");
+      this.lastInfo = info;
+      const status = info.status ?? "none";
+      this.progress(this.phase === "switchover" ? "switchover" : "migrating", {
+        status,
+        transferredBytes: info.ram?.transferred,
+        remainingBytes: info.ram?.remaining,
+        bitmapBytes: this.plan().payloadBytes,
+      });
+      switch (status) {
+        case "completed":
+          return info;
+        case "failed":
+          throw await this.migrationFailed(info);
+        case "cancelled":
+          throw new RunError(
+            "MIGRATION_FAILED",
+            "the migration was cancelled by someone else (migrate_cancel on the source)",
+          );
+        case "postcopy-paused":
+        case "postcopy-recover":
+          throw new RunError(
+            "MIGRATION_FAILED",
+            `postcopy was interrupted (status ${status}): the connection to the destination broke`,
+          );
+        case "pre-switchover":
+          await this.switchover();
+          stall = undefined;
+          continue;
+        case "active":
+          if (this.o.postcopy) {
+            if (!this.postcopyStarted) {
+              this.postcopyStarted = true;
+              await this.on(this.src, (m) => m.migrateStartPostcopy(), "switching to postcopy");
+            }
+          } else {
+            const now = Date.now();
+            const passes = info.ram?.["dirty-sync-count"] ?? 0;
+            stall ??= { since: now, passes };
+            if (this.stalled(info, stall, now)) {
+              await this.unstall(info, now - lastRaise);
+              lastRaise = Date.now();
+              stall = { since: Date.now(), passes };
+            }
+          }
+          break;
+        default:
+          break;
+      }
+      await this.pause(poll);
+    }
+  }
+
+  /**
+   * Precopy is stuck on bitmap data when the RAM still to send would fit the downtime but QEMU keeps iterating:
+   * it counts the bitmaps as pending and they exceed its threshold (reference R25).
+   */
+  private stalled(info: MigrationInfo, stall: { since: number; passes: number }, now: number): boolean {
+    const ram = info.ram;
+    if (!ram || now - stall.since < 1500) return false;
+    if ((ram["dirty-sync-count"] ?? 0) - stall.passes < 10) return false;
+    const limit = this.downtimeRaised ?? this.downtimeOriginal ?? 300;
+    const mbps = ram.mbps ?? 0;
+    const ramMs = mbps > 0 ? ((ram.remaining * 8) / (mbps * 1e6)) * 1000 : ram.remaining === 0 ? 0 : Infinity;
+    return ramMs <= limit;
+  }
+
+  private async unstall(info: MigrationInfo, sinceLastRaiseMs: number): Promise<void> {
+    const payload = this.plan().payloadBytes;
+    const mbps = Math.max(info.ram?.mbps ?? 0, 0.1);
+    const current = this.downtimeRaised ?? this.downtimeOriginal ?? 300;
+    const neededMs = Math.ceil(((payload * 8) / (mbps * 1e6)) * 1000);
+    const numbers =
+      `the bitmaps add ${payload} bytes that QEMU sends only at the switchover, and it estimates the link at ` +
+      `${mbps.toFixed(1)} Mbit/s, so it needs a downtime-limit of about ${neededMs} ms (now ${current} ms)`;
+    const max = this.o.maxDowntimeMs;
+    if (max === undefined) {
+      throw new RunError(
+        "NOT_CONVERGING",
+        `precopy cannot converge: ${numbers}. Allow a longer switchover with --max-downtime ${Math.max(neededMs * 2, current + 1)}` +
+          `${this.postcopyAllowed() ? ", or send the bitmaps after the switchover with --postcopy" : ""}`,
+      );
+    }
+    if (current >= max) {
+      if (sinceLastRaiseMs < 3000) return;
+      throw new RunError(
+        "NOT_CONVERGING",
+        `precopy cannot converge even with downtime-limit at --max-downtime ${max} ms: ${numbers}` +
+          `${this.postcopyAllowed() ? "; --postcopy would send the bitmaps after the switchover" : ""}`,
+      );
+    }
+    const next = Math.min(max, Math.max(neededMs * 2, current * 2));
+    this.progress("migrating", {
+      message: `bitmap data holds the switchover back: raising downtime-limit ${current} → ${next} ms (bounded by --max-downtime ${max})`,
+    });
+    await this.on(
+      this.src,
+      (m) => m.setMigrationParameters({ "downtime-limit": next }),
+      "raising downtime-limit",
+    );
+    this.downtimeRaised = next;
+  }
+
+  private postcopyAllowed(): boolean {
+    return new Set(this.migrating.map((b) => b.source.node)).size === 1;
+  }
+
+  private async migrationFailed(info: MigrationInfo): Promise<RunError> {
+    let why = info["error-desc"];
+    if (!why && this.dst.lost) why = "the destination exited";
+    if (!why) {
+      const d = await this.dst.mon.migrationInfo().catch(() => undefined);
+      why = d?.["error-desc"] ?? (this.dst.lost ? "the destination exited" : undefined);
+    }
+    return new RunError(
+      "MIGRATION_FAILED",
+      `QEMU reports the migration failed: ${why ?? "no reason given (QEMU before 9.1 prints bitmap errors only on the source's stderr)"}`,
+    );
+  }
+
+  /** The source is stopped at `pre-switchover`: record every migrating bitmap, then let QEMU switch over. */
+  private async switchover(): Promise<void> {
+    this.progress("switchover", { status: "pre-switchover", message: "source stopped: hashing bitmaps" });
+    const graph = this.planResult?.source.graph;
+    const hash = this.planResult?.source.facts.features.bitmapSha256 ?? false;
+    const nodes = await this.on(this.src, (m) => m.namedBlockNodes(), "reading bitmaps at the switchover");
+    const byName = new Map(nodes.map((n) => [n["node-name"], n]));
+    const records = await Promise.all(
+      this.migrating.map(async (b) => {
+        const n = byName.get(b.source.node);
+        const info = n?.["dirty-bitmaps"]?.find((x) => x.name === b.source.bitmap);
+        const node = graph?.nodes.find((x) => x.name === b.source.node);
+        const underFormat =
+          graph?.nodes.some((p) => p.children.some((c) => c.node === b.source.node && c.role === "file")) ??
+          false;
+        const sha = hash
+          ? await this.on(this.src, (m) => m.bitmapSha256(b.source.node, b.source.bitmap), "hashing bitmaps")
+          : null;
+        const rec: SourceRecord = {
+          sha256: sha,
+          count: info?.count ?? b.source.dirtyBytes,
+          nodeSize: n?.image["virtual-size"] ?? node?.size ?? 0,
+          mayChangeAtSwitchover: underFormat && PROTOCOL_DRIVERS.has(node?.driver ?? ""),
+        };
+        return [b, rec] as const;
+      }),
+    );
+    this.sourceRecords = new Map(records);
+    this.checkpoint();
+    await this.on(
+      this.src,
+      (m) => m.migrateContinue("pre-switchover"),
+      "continuing after the switchover pause",
+    );
+    this.progress("switchover", { status: "device", message: "switching over" });
+  }
+
+  /** After the source completed: wait for the destination to complete and settle its run state. */
+  private async completeDestination(): Promise<void> {
+    this.progress("completing", { message: "waiting for the destination" });
+    const until = Date.now() + 120_000;
+    for (;;) {
+      this.checkpoint();
+      if (this.dst.lost) {
+        throw new RunError(
+          "DESTINATION_LOST",
+          "the destination exited after the source completed: it did not load the migration",
+        );
+      }
+      const info = await this.on(
+        this.dst,
+        (m) => m.migrationInfo(),
+        "waiting for the destination to complete",
+      );
+      if (info.status === "completed") break;
+      if (info.status === "failed") {
+        throw new RunError(
+          "MIGRATION_FAILED",
+          `the destination failed to load the migration: ${info["error-desc"] ?? "no reason given"}`,
+        );
+      }
+      if (Date.now() > until)
+        throw new RunError(
+          "TIMEOUT",
+          `the destination did not complete within 120 s (status ${info.status ?? "none"})`,
+        );
+      await this.pause(100);
+    }
+    // The completed event can precede the final run state.
+    for (let i = 0; i < 300; i++) {
+      const s = await this.on(this.dst, (m) => m.status(), "reading the destination's run state");
+      if (s.status !== "inmigrate") {
+        this.destinationRan = s.status === "running";
+        return;
+      }
+      await this.pause(100);
+    }
+  }
+
+  private async verify(): Promise<VerifiedBitmap[]> {
+    this.progress("verifying", {
+      message: `verifying ${this.migrating.length} bitmap(s) on the destination`,
+    });
+    const hash = this.planResult?.destination.facts.features.bitmapSha256 ?? false;
+    let nodes = await this.on(this.dst, (m) => m.namedBlockNodes(), "verifying");
+    // Postcopy delivers bitmaps after the switchover: wait until none of ours is busy.
+    for (let i = 0; i < 100; i++) {
+      const busy = this.migrating.some((b) => {
+        const t = b.target;
+        const n = nodes.find((x) => x["node-name"] === t?.node);
+        return n?.["dirty-bitmaps"]?.some((x) => x.name === t?.bitmap && x.busy) ?? false;
+      });
+      if (!busy) break;
+      await this.pause(100);
+      nodes = await this.on(this.dst, (m) => m.namedBlockNodes(), "verifying");
+    }
+    const byName = new Map(nodes.map((n) => [n["node-name"], n]));
+    const ran = this.destinationRan;
+    return Promise.all(
+      this.migrating.map(async (b) => {
+        const t = b.target;
+        if (!t) throw new Error("a migrating bitmap without a target");
+        const n = byName.get(t.node);
+        const info = n?.["dirty-bitmaps"]?.find((x) => x.name === t.bitmap);
+        const sha =
+          hash && info && !ran
+            ? await this.on(this.dst, (m) => m.bitmapSha256(t.node, t.bitmap), "hashing bitmaps")
+            : null;
+        const rec = this.sourceRecords.get(b) ?? {
+          sha256: null,
+          count: b.source.dirtyBytes,
+          nodeSize: 0,
+          mayChangeAtSwitchover: false,
+        };
+        return judgeBitmap(b.source, t, rec, {
+          bitmap: info
+            ? {
+                name: t.bitmap,
+                granularity: info.granularity,
+                count: info.count,
+                recording: info.recording,
+                busy: info.busy,
+                persistent: info.persistent,
+                inconsistent: info.inconsistent ?? false,
+                readOnly: false,
+              }
+            : undefined,
+          nodeSize: n?.image["virtual-size"],
+          sha256: sha,
+          ran,
+        });
+      }),
+    );
+  }
+
+  /** Applies `enabled` overrides and, with --resume, starts a paused destination. */
+  private async finishDestination(): Promise<void> {
+    for (const b of this.migrating) {
+      const t = b.target;
+      if (!t || t.enabled === b.source.recording) continue;
+      await this.on(
+        this.dst,
+        (m) => (t.enabled ? m.enableBitmap(t.node, t.bitmap) : m.disableBitmap(t.node, t.bitmap)),
+        `applying enabled=${t.enabled} to ${t.node}/${t.bitmap}`,
+      );
+    }
+    if (this.o.resume) {
+      const s = await this.on(this.dst, (m) => m.status(), "reading the destination's run state");
+      if (s.status !== "running") await this.on(this.dst, (m) => m.cont(), "resuming the destination");
+    }
+  }
+
+  // ---- failure ----
+
+  /**
+   * Puts the source back: cancel a migration still running, resume a source that completed into a destination
+   * that died, and restore persistence of bitmaps QEMU marked "do not store".
+   */
+  private async recover(err: RunError): Promise<RepairOutcome[]> {
+    if (!this.migrateIssued || this.src.lost) return [];
+    this.progress("repair", { message: `${err.code}: cancelling and repairing the source` });
+    const src = this.src.mon;
+    let status = (await src.migrationInfo().catch(() => undefined))?.status;
+    if (status === "postcopy-active") {
+      // The guest already runs on the destination; cancelling now would lose the bitmaps on both sides.
+      for (let i = 0; i < 300 && status === "postcopy-active"; i++) {
+        await sleep(100);
+        status = (await src.migrationInfo().catch(() => undefined))?.status;
+      }
+    }
+    if (status !== undefined && CANCELLABLE.has(status)) {
+      await src.migrateCancel().catch((e: unknown) => {
+        debug("migrate_cancel: %s", describeError(e));
+      });
+      for (let i = 0; i < 200; i++) {
+        status = (await src.migrationInfo().catch(() => undefined))?.status;
+        if (status === undefined || !RUNNING_STATUSES.has(status)) break;
+        await sleep(50);
+      }
+    }
+    const state = (await src.status().catch(() => undefined))?.status;
+    if (status === "completed" && state === "postmigrate") {
+      if (err.code === "VERIFY_FAILED") return []; // both sides alive: the operator decides which runs
+      // The destination never ran the guest: bring the VM back where it was. `cont` re-activates the source's
+      // disks, which also makes QEMU store the migrated bitmaps again.
+      await src.cont().catch((e: unknown) => {
+        debug("cont: %s", describeError(e));
+      });
+      if (this.sourceRunState0 !== "running") await src.stop().catch(() => undefined);
+      return [];
+    }
+    const persistent = this.migrating.filter((b) => b.source.persistent);
+    const hash = this.planResult?.source.facts.features.bitmapSha256 ?? false;
+    const outcomes: RepairOutcome[] = [];
+    for (const b of persistent) {
+      outcomes.push(
+        await repairPersistence(
+          src,
+          {
+            node: b.source.node,
+            name: b.source.bitmap,
+            granularity: b.source.granularity,
+            recording: b.source.recording,
+          },
+          hash,
+        ),
+      );
+    }
+    const now = (await src.status().catch(() => undefined))?.status;
+    if (this.sourceRunState0 === "running" && now !== undefined && now !== "running") {
+      await src.cont().catch((e: unknown) => {
+        debug("cont: %s", describeError(e));
+      });
+    }
+    return outcomes;
+  }
+
+  /** Puts back what bitferry changed (capabilities, downtime-limit), where QEMU allows it. */
+  private async restore(): Promise<void> {
+    if (this.downtimeRaised !== undefined && this.downtimeOriginal !== undefined && !this.src.lost) {
+      const original = this.downtimeOriginal;
+      await this.src.mon.setMigrationParameters({ "downtime-limit": original }).catch((e: unknown) => {
+        debug("restoring downtime-limit: %s", describeError(e));
+      });
+    }
+    for (const side of [this.src, this.dst]) {
+      if (side.lost || Object.keys(side.originalCaps).length === 0) continue;
+      const status = (await side.mon.migrationInfo().catch(() => undefined))?.status;
+      if (status !== undefined && RUNNING_STATUSES.has(status)) continue;
+      await side.mon.setMigrationCapabilities(side.originalCaps).catch((e: unknown) => {
+        debug("restoring capabilities on the %s: %s", side.name, describeError(e));
+      });
+    }
+  }
+
+  // ---- results ----
+
+  private plan(): Plan {
+    if (!this.planResult) throw new Error("no plan yet");
+    return this.planResult.plan;
+  }
+
+  private toRunError(err: unknown): RunError {
+    if (err instanceof RunError) return err;
+    if (err instanceof QmpConnectionClosedError) {
+      return new RunError("QEMU_ERROR", `a monitor closed: ${err.message}`, { cause: err });
+    }
+    if (err instanceof QmpError || err instanceof BitferryError)
+      return new RunError("QEMU_ERROR", err.message, { cause: err });
+    return new RunError("QEMU_ERROR", describeError(err), { cause: err });
+  }
+
+  private verifiedFromError(err: RunError): VerifiedBitmap[] {
+    return this.migrating.flatMap((b) => {
+      const t = b.target;
+      if (!t) return [];
+      const rec = this.sourceRecords.get(b);
+      return [
+        {
+          source: b.source,
+          target: t,
+          sourceSha256: rec?.sha256 ?? null,
+          targetSha256: null,
+          verified: "failed" as const,
+          reason: `not verified: ${err.code}`,
+        },
+      ];
+    });
+  }
+
+  private async result(
+    phase: RunOutcomePhase,
+    error: MigrateResult["error"],
+    bitmaps: VerifiedBitmap[] = [],
+    repaired: RepairOutcome[] = [],
+  ): Promise<MigrateResult> {
+    const info = this.lastInfo;
+    const runState = async (side: Side): Promise<string | null> =>
+      side.lost ? null : ((await side.mon.status().catch(() => undefined))?.status ?? null);
+    const plan = this.plan();
+    return {
+      version: 1,
+      ok: error === undefined,
+      plan,
+      phase,
+      bitmaps,
+      migration: {
+        status: info?.status ?? "none",
+        totalTimeMs: info?.["total-time"] ?? null,
+        downtimeMs: info?.downtime ?? null,
+        postcopy: this.postcopyStarted,
+        ...(this.downtimeRaised !== undefined ? { downtimeLimitRaisedMs: this.downtimeRaised } : {}),
+      },
+      source: { runState: await runState(this.src), repaired },
+      destination: { runState: await runState(this.dst) },
+      ...(error ? { error } : {}),
+    };
+  }
+}
+
+function describeReason(reason: unknown): string {
+  if (typeof reason === "string") return reason;
+  if (reason instanceof Error) return reason.message;
+  return "abort";
+}
