@@ -135,7 +135,7 @@ class MigrationRun {
       this.planResult = await planMigration(this.src.mon, this.dst.mon, this.o);
       plan = this.planResult.plan;
       if (!plan.ok) {
-        return this.result("planned", {
+        return await this.result("planned", {
           code: "PLAN_ERRORS",
           message: `the plan has ${plan.errors.length} error(s); nothing was changed on either side: ${plan.errors
             .map((e) => `${e.code}${e.bitmap !== null ? ` (${e.node ?? ""}/${e.bitmap})` : ""}`)
@@ -437,7 +437,7 @@ class MigrationRun {
       throw new RunError(
         "NOT_CONVERGING",
         `precopy cannot converge: ${numbers}. Allow a longer switchover with --max-downtime ${Math.max(neededMs * 2, current + 1)}` +
-          `${this.postcopyAllowed() ? ", or send the bitmaps after the switchover with --postcopy" : ""}`,
+          (this.postcopyAllowed() ? ", or send the bitmaps after the switchover with --postcopy" : ""),
       );
     }
     if (current >= max) {
@@ -445,7 +445,7 @@ class MigrationRun {
       throw new RunError(
         "NOT_CONVERGING",
         `precopy cannot converge even with downtime-limit at --max-downtime ${max} ms: ${numbers}` +
-          `${this.postcopyAllowed() ? "; --postcopy would send the bitmaps after the switchover" : ""}`,
+          (this.postcopyAllowed() ? "; --postcopy would send the bitmaps after the switchover" : ""),
       );
     }
     const next = Math.min(max, Math.max(neededMs * 2, current * 2));

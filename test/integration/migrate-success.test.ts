@@ -179,7 +179,7 @@ describe("bitferry migrate: successful migrations, strictly verified", () => {
       assert.equal(r.ok, false);
       assert.equal(r.phase, "planned");
       assert.equal(r.error?.code, "PLAN_ERRORS");
-      assert.match(r.error?.message ?? "", /UNADDRESSABLE/);
+      assert.match(r.error.message, /UNADDRESSABLE/);
       for (const [i, p] of [pair.source, pair.destination].entries()) {
         assert.deepEqual(await p.monitor.migrationCapabilities(), capsBefore[i]);
         const params = await p.qmp.execute("query-migrate-parameters");
