@@ -7,6 +7,7 @@ import { processIO, reportError, writeJson, type CliIO } from "./output.js";
 import { registerInspect } from "./commands/inspect.js";
 import { registerPlan } from "./commands/plan.js";
 import { registerMigrate } from "./commands/migrate.js";
+import { registerDemo } from "./commands/demo.js";
 
 export interface CliContext {
   io: CliIO;
@@ -30,6 +31,7 @@ export function buildProgram(ctx: CliContext): Command {
     .exitOverride();
   registerPlan(program, ctx);
   registerMigrate(program, ctx);
+  registerDemo(program, ctx);
   registerInspect(program, ctx);
   return program;
 }

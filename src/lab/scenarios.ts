@@ -368,3 +368,35 @@ export const stallingPersistent: Scenario = {
     return p;
   },
 };
+
+/**
+ * The demo's VM: a `-drive` disk under a running drive-mirror, a `-blockdev` disk whose node-name differs on the
+ * destination, a bitmap on a node with a generated name, and several dirtied bitmaps. Shared storage.
+ */
+export const demo: Scenario = {
+  name: "demo",
+  description:
+    "a -drive disk under a drive-mirror, a renamed -blockdev disk, a bitmap on a generated node-name",
+  async setup(lab, o) {
+    const sys = await lab.createImage("system.qcow2", 256 * MiB);
+    const data = await lab.createImage("data.qcow2", 512 * MiB);
+    const p = await pair(
+      lab,
+      [...drive({ id: "drive0", file: sys }), ...qcow2Blockdev({ nodeName: "data0", file: data })],
+      [...drive({ id: "drive0", file: sys }), ...qcow2Blockdev({ nodeName: "vdb", file: data })],
+      o,
+    );
+    const m = p.source.monitor;
+    await m.addBitmap("drive0", "backup-daily", { granularity: 65536, persistent: true });
+    await m.addBitmap("drive0", "backup-hourly", { granularity: 65536 });
+    await m.addBitmap("data0", "backup-daily", { granularity: 65536, persistent: true });
+    await m.addBitmap("data0", "cbt-0001", { granularity: 4096 });
+    await m.addBitmap(await protocolNodeOf(p.source, sys), "forgotten", { granularity: 65536 });
+    await writeRange(m, "drive0", 16 * MiB, 8 * MiB);
+    await writeRange(m, "data0", 100 * MiB, 3 * MiB);
+    await writeRange(m, "data0", 400 * MiB, 64 * 1024);
+    await startDriveMirror(m, "drive0", lab.path("mirror.qcow2"));
+    await writeRange(m, "drive0", 200 * MiB, MiB);
+    return p;
+  },
+};
