@@ -25,3 +25,4 @@ export type { ProgressEvent, ProgressListener } from "./migrate/progress.js";
 export { RunError } from "./migrate/errors.js";
 export type { RunErrorCode } from "./migrate/errors.js";
 export { BitferryError, UsageError } from "./util/errors.js";
+export * from "./qcow2/index.js";

@@ -37,6 +37,8 @@ export function factsOf(snap: QemuSnapshot): QemuFacts {
     maxBandwidth: snap.migrationParameters["max-bandwidth"],
     guestMemoryBytes: snap.guestMemoryBytes,
     version: `${v.major}.${v.minor}.${v.micro}`,
+    migrationProperties: snap.migrationProperties,
+    machineType: snap.machineType,
   };
 }
 

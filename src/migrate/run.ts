@@ -109,6 +109,7 @@ class MigrationRun {
   private sourceRecords = new Map<PlanBitmap, SourceRecord>();
   private sourceRunState0: string | null = null;
   private migrateIssued = false;
+  private continued = false;
   private postcopyStarted = false;
   private lastInfo: MigrationInfo | undefined;
   private downtimeOriginal: number | undefined;
@@ -348,7 +349,7 @@ class MigrationRun {
   /** Follows the source until it reports `completed`. */
   private async follow(): Promise<MigrationInfo> {
     const poll = this.o.pollMs ?? 200;
-    let stall: { since: number; passes: number } | undefined;
+    const stall: { since: number | undefined } = { since: undefined };
     let lastRaise = 0;
     for (;;) {
       this.checkpoint();
@@ -383,9 +384,13 @@ class MigrationRun {
             `postcopy was interrupted (status ${status}): the connection to the destination broke`,
           );
         case "pre-switchover":
-          await this.switchover();
-          stall = undefined;
-          continue;
+          // migrate-continue only wakes QEMU's migration thread: the status can read pre-switchover once more.
+          if (!this.continued) {
+            await this.switchover();
+            stall.since = undefined;
+            continue;
+          }
+          break;
         case "active":
           if (this.o.postcopy) {
             if (!this.postcopyStarted) {
@@ -394,12 +399,9 @@ class MigrationRun {
             }
           } else {
             const now = Date.now();
-            const passes = info.ram?.["dirty-sync-count"] ?? 0;
-            stall ??= { since: now, passes };
             if (this.stalled(info, stall, now)) {
-              await this.unstall(info, now - lastRaise);
-              lastRaise = Date.now();
-              stall = { since: Date.now(), passes };
+              if (await this.unstall(info, now - lastRaise)) lastRaise = Date.now();
+              stall.since = undefined;
             }
           }
           break;
@@ -411,20 +413,26 @@ class MigrationRun {
   }
 
   /**
-   * Precopy is stuck on bitmap data when the RAM still to send would fit the downtime but QEMU keeps iterating:
-   * it counts the bitmaps as pending and they exceed its threshold (reference R25).
+   * Precopy is stuck on bitmap data when, for 1.5 s in a row, the RAM still to send would fit the downtime but
+   * QEMU keeps iterating: it counts the bitmaps as pending and they exceed its threshold (reference R25). Judged by
+   * time, not by QEMU's pass counter, which 7.2 advances on every iteration and 10.0 does not.
    */
-  private stalled(info: MigrationInfo, stall: { since: number; passes: number }, now: number): boolean {
+  private stalled(info: MigrationInfo, stall: { since: number | undefined }, now: number): boolean {
     const ram = info.ram;
-    if (!ram || now - stall.since < 1500) return false;
-    if ((ram["dirty-sync-count"] ?? 0) - stall.passes < 10) return false;
     const limit = this.downtimeRaised ?? this.downtimeOriginal ?? 300;
-    const mbps = ram.mbps ?? 0;
-    const ramMs = mbps > 0 ? ((ram.remaining * 8) / (mbps * 1e6)) * 1000 : ram.remaining === 0 ? 0 : Infinity;
-    return ramMs <= limit;
+    const mbps = ram?.mbps ?? 0;
+    const remaining = ram?.remaining ?? 0;
+    const ramMs = remaining === 0 ? 0 : mbps > 0 ? ((remaining * 8) / (mbps * 1e6)) * 1000 : Infinity;
+    if (ramMs > limit) {
+      stall.since = undefined;
+      return false;
+    }
+    stall.since ??= now;
+    return now - stall.since >= 1500;
   }
 
-  private async unstall(info: MigrationInfo, sinceLastRaiseMs: number): Promise<void> {
+  /** Raises downtime-limit within --max-downtime (true), waits a little longer at the bound (false), or gives up. */
+  private async unstall(info: MigrationInfo, sinceLastRaiseMs: number): Promise<boolean> {
     const payload = this.plan().payloadBytes;
     const mbps = Math.max(info.ram?.mbps ?? 0, 0.1);
     const current = this.downtimeRaised ?? this.downtimeOriginal ?? 300;
@@ -441,7 +449,7 @@ class MigrationRun {
       );
     }
     if (current >= max) {
-      if (sinceLastRaiseMs < 3000) return;
+      if (sinceLastRaiseMs < 3000) return false;
       throw new RunError(
         "NOT_CONVERGING",
         `precopy cannot converge even with downtime-limit at --max-downtime ${max} ms: ${numbers}` +
@@ -458,6 +466,7 @@ class MigrationRun {
       "raising downtime-limit",
     );
     this.downtimeRaised = next;
+    return true;
   }
 
   private postcopyAllowed(): boolean {
@@ -506,6 +515,7 @@ class MigrationRun {
     );
     this.sourceRecords = new Map(records);
     this.checkpoint();
+    this.continued = true;
     await this.on(
       this.src,
       (m) => m.migrateContinue("pre-switchover"),

@@ -1,6 +1,6 @@
 import type { GraphLookup } from "../graph/lookup.js";
 import type { BlockNode } from "../graph/model.js";
-import { addError, addTargetError, describeNode, type PlanInput, type Work } from "./work.js";
+import { addError, addTargetError, describeNode, type PlanInput, type QemuFacts, type Work } from "./work.js";
 import type { PlanError, PlanWarning } from "./types.js";
 
 /** QEMU's limit on bitmap names (block-dirty-bitmap-add, the mapping's `name`). */
@@ -268,6 +268,8 @@ function checkQemu(migrating: Work[], ctx: CheckCtx): void {
       });
     }
   }
+  const mismatch = switchoverStartMismatch(input.sourceQemu, input.destinationQemu);
+  if (mismatch) ctx.warnings.push({ code: "SWITCHOVER_START_MISMATCH", message: mismatch });
   if (!input.sourceQemu.features.bitmapSha256 || !input.destinationQemu.features.bitmapSha256) {
     ctx.warnings.push({
       code: "NO_CONTENT_HASH",
@@ -275,4 +277,24 @@ function checkQemu(migrating: Work[], ctx: CheckCtx): void {
         "one side lacks x-debug-block-dirty-bitmap-sha256: bitmaps will be verified by granularity and dirty count only",
     });
   }
+}
+
+/**
+ * Reference R28: QEMU 10.0+ sends a switchover-start command that older destinations do not know; they exit after
+ * the source already reported success. Versioned machine types older than 10.0 switch it off by compatibility
+ * properties, and so does `-global migration.send-switchover-start=off`, which QMP cannot read back: a warning,
+ * not an error (the run checks the destination and resumes the source if it happens).
+ */
+export function switchoverStartMismatch(src: QemuFacts, dst: QemuFacts): string | undefined {
+  const srcHas = src.migrationProperties?.includes("send-switchover-start");
+  const dstHas = dst.migrationProperties?.includes("send-switchover-start");
+  if (srcHas !== true || dstHas !== false) return undefined;
+  const m = /-(\d+)\.(\d+)(?:-machine)?$/.exec(src.machineType ?? "");
+  if (m && Number(m[1]) * 100 + Number(m[2]) < 1000) return undefined;
+  return (
+    `the source (QEMU ${src.version}, machine ${src.machineType ?? "unknown"}) sends a switchover-start command that the ` +
+    `destination (QEMU ${dst.version}) does not know: the destination would exit after the source reports success. ` +
+    `Start the source with -global migration.send-switchover-start=off (or a machine type of 9.2 or older); ` +
+    `if it happens anyway, bitferry detects the destination's failure and resumes the source`
+  );
 }

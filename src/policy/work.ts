@@ -12,6 +12,9 @@ export interface QemuFacts {
   maxBandwidth: number | undefined;
   guestMemoryBytes: number | undefined;
   version: string;
+  /** The migration object's properties, when known (`send-switchover-start` exists from QEMU 10.0). */
+  migrationProperties: string[] | undefined;
+  machineType: string | undefined;
 }
 
 export interface PlanOptions {

@@ -30,6 +30,10 @@ export interface RawSnapshot {
   /** `query-memory-size-summary`, or null when unavailable. */
   memory: unknown;
   features: QemuFeatures;
+  /** `qom-list-properties` of the migration object, or null (absent in fixtures captured before it was read). */
+  migrationProperties?: unknown;
+  /** `qom-get /machine type`, e.g. "none-machine" or "pc-q35-10.0-machine". */
+  machineType?: unknown;
 }
 
 export interface QemuSnapshot {
@@ -42,6 +46,9 @@ export interface QemuSnapshot {
   migrationCapabilities: Record<string, boolean>;
   guestMemoryBytes: number | undefined;
   features: QemuFeatures;
+  /** Names of the migration object's properties (for example `send-switchover-start`, QEMU 10.0+). */
+  migrationProperties: string[] | undefined;
+  machineType: string | undefined;
 }
 
 export async function captureRawSnapshot(mon: QemuMonitor): Promise<RawSnapshot> {
@@ -60,6 +67,8 @@ export async function captureRawSnapshot(mon: QemuMonitor): Promise<RawSnapshot>
     migrationParameters,
     migrationCapabilities,
     memory,
+    migrationProperties,
+    machineType,
   ] = await Promise.all([
     mon.qmp.execute("query-version"),
     mon.qmp.execute("query-status"),
@@ -69,6 +78,8 @@ export async function captureRawSnapshot(mon: QemuMonitor): Promise<RawSnapshot>
     mon.qmp.execute("query-migrate-parameters"),
     mon.qmp.execute("query-migrate-capabilities"),
     optional(mon.qmp.execute("query-memory-size-summary")),
+    optional(mon.qmp.execute("qom-list-properties", { typename: "migration" })),
+    optional(mon.qmp.execute("qom-get", { path: "/machine", property: "type" })),
   ]);
   return {
     version,
@@ -80,6 +91,8 @@ export async function captureRawSnapshot(mon: QemuMonitor): Promise<RawSnapshot>
     migrationCapabilities,
     memory,
     features,
+    migrationProperties,
+    machineType,
   };
 }
 
@@ -112,6 +125,14 @@ export function parseSnapshot(raw: RawSnapshot): QemuSnapshot {
     migrationCapabilities: Object.fromEntries(caps.map((c) => [c.capability, c.state])),
     guestMemoryBytes: mem ? mem["base-memory"] + (mem["plugged-memory"] ?? 0) : undefined,
     features: raw.features,
+    migrationProperties: Array.isArray(raw.migrationProperties)
+      ? raw.migrationProperties.flatMap((p: unknown) =>
+          typeof p === "object" && p !== null && typeof (p as { name?: unknown }).name === "string"
+            ? [(p as { name: string }).name]
+            : [],
+        )
+      : undefined,
+    machineType: typeof raw.machineType === "string" ? raw.machineType : undefined,
   };
 }
 

@@ -1,4 +1,4 @@
-import { describe, it } from "node:test";
+import { it } from "node:test";
 import assert from "node:assert/strict";
 import { migrate, type MigrateResult } from "../../src/migrate/run.js";
 import { planMigration } from "../../src/migrate/plan.js";
@@ -6,6 +6,7 @@ import type { Lab } from "../../src/lab/lab.js";
 import * as S from "../../src/lab/scenarios.js";
 import { bitmapStates } from "../helpers/bitmaps.js";
 import { withLab } from "../helpers/lab.js";
+import { describeEachPair } from "../helpers/pairs.js";
 
 function run(
   lab: Lab,
@@ -20,10 +21,10 @@ function run(
   });
 }
 
-describe("bitmap payloads above QEMU's precopy threshold (four 64 GiB nodes, no guest RAM)", () => {
+describeEachPair("bitmap payloads above QEMU's precopy threshold (four 64 GiB nodes, no guest RAM)", (qp) => {
   it("plan warns; migrate without --max-downtime stops cleanly with the numbers", async () => {
     await withLab(async (lab) => {
-      const pair = await S.largeBitmaps.setup(lab, { paused: true });
+      const pair = await S.largeBitmaps.setup(lab, { ...qp.options, paused: true });
       const before = await bitmapStates(pair.source);
       const { plan } = await planMigration(pair.source.monitor, pair.destination.monitor);
       assert.ok(plan.ok);
@@ -49,7 +50,7 @@ describe("bitmap payloads above QEMU's precopy threshold (four 64 GiB nodes, no 
 
   it("with --max-downtime large enough it completes, every bitmap verified, downtime-limit restored", async () => {
     await withLab(async (lab) => {
-      const pair = await S.largeBitmaps.setup(lab, { paused: true });
+      const pair = await S.largeBitmaps.setup(lab, { ...qp.options, paused: true });
       const r = await run(lab, pair, { maxDowntimeMs: 120_000 });
       assert.equal(r.ok, true, JSON.stringify(r.error));
       assert.equal(r.bitmaps.length, 12);
@@ -61,7 +62,7 @@ describe("bitmap payloads above QEMU's precopy threshold (four 64 GiB nodes, no 
 
   it("bitmaps on a single node complete through postcopy, verified against a paused destination", async () => {
     await withLab(async (lab) => {
-      const pair = await S.largeSingleNode.setup(lab, { paused: true });
+      const pair = await S.largeSingleNode.setup(lab, { ...qp.options, paused: true });
       const { plan } = await planMigration(pair.source.monitor, pair.destination.monitor, { postcopy: true });
       assert.ok(plan.ok);
       assert.ok(

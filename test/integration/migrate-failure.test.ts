@@ -1,4 +1,4 @@
-import { describe, it } from "node:test";
+import { it } from "node:test";
 import assert from "node:assert/strict";
 import { migrate, type MigrateResult } from "../../src/migrate/run.js";
 import type { ProgressEvent } from "../../src/migrate/progress.js";
@@ -7,6 +7,7 @@ import * as S from "../../src/lab/scenarios.js";
 import { validatePolicy } from "../../src/policy/file.js";
 import { bitmapStates, storedBitmaps, type BitmapState } from "../helpers/bitmaps.js";
 import { withLab } from "../helpers/lab.js";
+import { describeEachPair } from "../helpers/pairs.js";
 import { spawnCli } from "../helpers/cli.js";
 
 function run(
@@ -66,10 +67,10 @@ function once(pred: (e: ProgressEvent) => boolean, act: () => void): (e: Progres
   };
 }
 
-describe("bitferry migrate: failures leave the source whole", () => {
+describeEachPair("bitferry migrate: failures leave the source whole", (qp) => {
   it("the destination killed while the migration is active", async () => {
     await withLab(async (lab) => {
-      const pair = await S.stallingPersistent.setup(lab);
+      const pair = await S.stallingPersistent.setup(lab, qp.options);
       const before = await bitmapStates(pair.source);
       const r = await run(lab, pair, {
         maxDowntimeMs: 60_000,
@@ -95,7 +96,7 @@ describe("bitferry migrate: failures leave the source whole", () => {
 
   it("a cancel at pre-switchover (the user interrupts while the source is stopped)", async () => {
     await withLab(async (lab) => {
-      const pair = await S.stallingPersistent.setup(lab, { paused: true });
+      const pair = await S.stallingPersistent.setup(lab, { ...qp.options, paused: true });
       const before = await bitmapStates(pair.source);
       const ac = new AbortController();
       const r = await run(lab, pair, {
@@ -118,7 +119,7 @@ describe("bitferry migrate: failures leave the source whole", () => {
   it("without repair QEMU would lose them: a cancelled migration leaves persistent bitmaps unstorable", async () => {
     // The hazard bitferry repairs, shown on QEMU itself so that a QEMU that fixes it is noticed.
     await withLab(async (lab) => {
-      const pair = await S.stallingPersistent.setup(lab);
+      const pair = await S.stallingPersistent.setup(lab, qp.options);
       const m = pair.source.monitor;
       await m.setMigrationCapabilities({ "dirty-bitmaps": true });
       await pair.destination.monitor.setMigrationCapabilities({ "dirty-bitmaps": true });
@@ -140,7 +141,7 @@ describe("bitferry migrate: failures leave the source whole", () => {
 
   it("SIGINT to bitferry: exit 130 after cancelling and repairing", async () => {
     await withLab(async (lab) => {
-      const pair = await S.stallingPersistent.setup(lab);
+      const pair = await S.stallingPersistent.setup(lab, qp.options);
       const before = await bitmapStates(pair.source);
       let pid = -1;
       const child = spawnCli(
@@ -177,7 +178,7 @@ describe("bitferry migrate: failures leave the source whole", () => {
 
   it("--timeout expires: cancelled, repaired, TIMEOUT", async () => {
     await withLab(async (lab) => {
-      const pair = await S.stallingPersistent.setup(lab);
+      const pair = await S.stallingPersistent.setup(lab, qp.options);
       const before = await bitmapStates(pair.source);
       // A downtime bound too small to ever converge keeps the migration active until the timeout.
       const r = await run(lab, pair, { timeoutMs: 1000, maxDowntimeMs: 301 });

@@ -1,4 +1,4 @@
-import { describe, it } from "node:test";
+import { it } from "node:test";
 import assert from "node:assert/strict";
 import { migrate, type MigrateResult } from "../../src/migrate/run.js";
 import type { Lab } from "../../src/lab/lab.js";
@@ -6,6 +6,7 @@ import * as S from "../../src/lab/scenarios.js";
 import { validatePolicy } from "../../src/policy/file.js";
 import { bitmapStates } from "../helpers/bitmaps.js";
 import { withLab } from "../helpers/lab.js";
+import { describeEachPair } from "../helpers/pairs.js";
 import { runCli } from "../helpers/cli.js";
 
 function run(
@@ -52,10 +53,10 @@ async function assertArrived(
   for (const v of r.bitmaps) assert.equal(v.verified, "strict", `${v.target.bitmap}: ${v.reason ?? ""}`);
 }
 
-describe("bitferry migrate: successful migrations, strictly verified", () => {
+describeEachPair("bitferry migrate: successful migrations, strictly verified", (qp) => {
   it("-drive under a running drive-mirror", async () => {
     await withLab(async (lab) => {
-      const pair = await S.driveMirror.setup(lab, { paused: true });
+      const pair = await S.driveMirror.setup(lab, { ...qp.options, paused: true });
       const before = await bitmapStates(pair.source);
       const r = await run(lab, pair, { deny: ["onfile"] });
       await assertArrived(pair, r, before);
@@ -70,7 +71,7 @@ describe("bitferry migrate: successful migrations, strictly verified", () => {
 
   it("different node-names with a map; rename, persistence and enabled overrides", async () => {
     await withLab(async (lab) => {
-      const pair = await S.blockdevRenamed.setup(lab, { paused: true });
+      const pair = await S.blockdevRenamed.setup(lab, { ...qp.options, paused: true });
       const before = await bitmapStates(pair.source);
       const r = await run(lab, pair, {
         map: [
@@ -94,7 +95,7 @@ describe("bitferry migrate: successful migrations, strictly verified", () => {
 
   it("several disks with several bitmaps each, through the CLI, with --resume", async () => {
     await withLab(async (lab) => {
-      const pair = await S.blockdevSame.setup(lab, { paused: true });
+      const pair = await S.blockdevSame.setup(lab, { ...qp.options, paused: true });
       const before = await bitmapStates(pair.source);
       const r = await runCli([
         "migrate",
@@ -130,12 +131,12 @@ describe("bitferry migrate: successful migrations, strictly verified", () => {
 
   it("a 512-character bitmap name and a backing chain's read-only bitmap left in place", async () => {
     await withLab(async (lab) => {
-      const long = await S.longName.setup(lab, { paused: true });
+      const long = await S.longName.setup(lab, { ...qp.options, paused: true });
       const before = await bitmapStates(long.source);
       await assertArrived(long, await run(lab, long), before);
     });
     await withLab(async (lab) => {
-      const chain = await S.backingChain.setup(lab, { paused: true });
+      const chain = await S.backingChain.setup(lab, { ...qp.options, paused: true });
       const before = await bitmapStates(chain.source);
       const r = await run(lab, chain);
       await assertArrived(chain, r, before);
@@ -145,7 +146,7 @@ describe("bitferry migrate: successful migrations, strictly verified", () => {
 
   it("a destination that resumed on its own gets the weaker check, and says so", async () => {
     await withLab(async (lab) => {
-      const pair = await S.blockdevSame.setup(lab);
+      const pair = await S.blockdevSame.setup(lab, qp.options);
       const r = await run(lab, pair, { deny: ["tmp-*"] });
       assert.equal(r.ok, true, JSON.stringify(r.error));
       assert.equal(r.destination.runState, "running");
@@ -158,7 +159,7 @@ describe("bitferry migrate: successful migrations, strictly verified", () => {
 
   it("a destination node larger than the source's is verified by count", async () => {
     await withLab(async (lab) => {
-      const pair = await S.sizes.setup(lab, { paused: true });
+      const pair = await S.sizes.setup(lab, { ...qp.options, paused: true });
       const r = await run(lab, pair, { allow: ["same/*", "big-ok/*"] });
       assert.equal(r.ok, true, JSON.stringify(r.error));
       const byNode = new Map(r.bitmaps.map((b) => [b.source.node, b]));
@@ -170,7 +171,7 @@ describe("bitferry migrate: successful migrations, strictly verified", () => {
 
   it("a plan with errors changes nothing on either side", async () => {
     await withLab(async (lab) => {
-      const pair = await S.driveMirror.setup(lab, { paused: true });
+      const pair = await S.driveMirror.setup(lab, { ...qp.options, paused: true });
       const capsBefore = await Promise.all([
         pair.source.monitor.migrationCapabilities(),
         pair.destination.monitor.migrationCapabilities(),
@@ -196,7 +197,7 @@ describe("bitferry migrate: successful migrations, strictly verified", () => {
 
   it("--postcopy on a plan with bitmaps on several nodes is refused before anything is touched", async () => {
     await withLab(async (lab) => {
-      const pair = await S.blockdevSame.setup(lab, { paused: true });
+      const pair = await S.blockdevSame.setup(lab, { ...qp.options, paused: true });
       const r = await run(lab, pair, {}, { postcopy: true });
       assert.equal(r.phase, "planned");
       assert.deepEqual(

@@ -1,4 +1,4 @@
-import { describe, it } from "node:test";
+import { it } from "node:test";
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import type { Lab } from "../../src/lab/lab.js";
@@ -8,6 +8,7 @@ import type { Plan } from "../../src/policy/types.js";
 import { captureRawSnapshot } from "../../src/qemu/snapshot.js";
 import { runCli, spawnCli } from "../helpers/cli.js";
 import { withLab } from "../helpers/lab.js";
+import { describeEachPair } from "../helpers/pairs.js";
 
 let policyCounter = 0;
 function policyFile(lab: Lab, policy: unknown): string {
@@ -71,10 +72,10 @@ async function untouched(procs: QemuProcess[]): Promise<() => Promise<void>> {
   };
 }
 
-describe("bitferry plan against live QEMU pairs", () => {
+describeEachPair("bitferry plan against live QEMU pairs", (qp) => {
   it("-drive under a running mirror; a generated node-name: error, then deny, then map", async () => {
     await withLab(async (lab) => {
-      const pair = await S.driveMirror.setup(lab);
+      const pair = await S.driveMirror.setup(lab, qp.options);
       const check = await untouched([pair.source, pair.destination]);
       const bad = await plan(lab, pair);
       assert.equal(bad.code, 1);
@@ -104,7 +105,7 @@ describe("bitferry plan against live QEMU pairs", () => {
 
   it("-blockdev with equal node-names; strict mode; allow, deny and drop", async () => {
     await withLab(async (lab) => {
-      const pair = await S.blockdevSame.setup(lab);
+      const pair = await S.blockdevSame.setup(lab, qp.options);
       const check = await untouched([pair.source, pair.destination]);
       const all = await plan(lab, pair);
       assert.equal(all.code, 0);
@@ -134,7 +135,7 @@ describe("bitferry plan against live QEMU pairs", () => {
 
   it("different node-names with a map; rename with persistence and enabled changes", async () => {
     await withLab(async (lab) => {
-      const pair = await S.blockdevRenamed.setup(lab);
+      const pair = await S.blockdevRenamed.setup(lab, qp.options);
       const none = await plan(lab, pair);
       assert.equal(none.code, 1);
       assert.ok(none.plan.errors.every((e) => e.code === "TARGET_NODE_MISSING"));
@@ -161,7 +162,7 @@ describe("bitferry plan against live QEMU pairs", () => {
 
   it("destination smaller and larger", async () => {
     await withLab(async (lab) => {
-      const pair = await S.sizes.setup(lab);
+      const pair = await S.sizes.setup(lab, qp.options);
       const p = await plan(lab, pair);
       assert.equal(p.code, 1);
       const rule = (node: string): string => p.plan.bitmaps.find((b) => b.source.node === node)?.rule ?? "";
@@ -174,7 +175,7 @@ describe("bitferry plan against live QEMU pairs", () => {
 
   it("a same-name bitmap stored in the destination image, and one in its memory", async () => {
     await withLab(async (lab) => {
-      const pair = await S.destinationExisting.setup(lab);
+      const pair = await S.destinationExisting.setup(lab, qp.options);
       const p = await plan(lab, pair);
       assert.equal(row(p.plan, "stored").rule, "TARGET_BITMAP_EXISTS");
       assert.equal(row(p.plan, "ram").rule, "TARGET_BITMAP_EXISTS");
@@ -184,7 +185,7 @@ describe("bitferry plan against live QEMU pairs", () => {
 
   it("a busy bitmap (exported over NBD), denied or not, blocks its neighbour; an inconsistent one too", async () => {
     await withLab(async (lab) => {
-      const pair = await S.busyAndInconsistent.setup(lab);
+      const pair = await S.busyAndInconsistent.setup(lab, qp.options);
       const p = await plan(lab, pair, { deny: ["exported"] });
       assert.equal(p.code, 1);
       assert.equal(row(p.plan, "exported").rule, "BITMAP_BUSY");
@@ -197,7 +198,7 @@ describe("bitferry plan against live QEMU pairs", () => {
 
   it("a read-only backing image with a persistent bitmap is skipped", async () => {
     await withLab(async (lab) => {
-      const pair = await S.backingChain.setup(lab);
+      const pair = await S.backingChain.setup(lab, qp.options);
       const p = await plan(lab, pair);
       assert.equal(p.code, 0);
       assert.equal(row(p.plan, "base-bm").rule, "read-only-node");
@@ -206,7 +207,7 @@ describe("bitferry plan against live QEMU pairs", () => {
 
   it("a bitmap name of 512 characters plans with a short alias", async () => {
     await withLab(async (lab) => {
-      const pair = await S.longName.setup(lab);
+      const pair = await S.longName.setup(lab, qp.options);
       const p = await plan(lab, pair);
       assert.equal(p.code, 0);
       assert.equal(p.plan.bitmaps[0]?.source.bitmap.length, 512);
@@ -216,7 +217,7 @@ describe("bitferry plan against live QEMU pairs", () => {
 
   it("a drive with an explicit node-name whose destination has only the node-name", async () => {
     await withLab(async (lab) => {
-      const pair = await S.driveWithNodeName.setup(lab);
+      const pair = await S.driveWithNodeName.setup(lab, qp.options);
       const p = await plan(lab, pair);
       assert.equal(p.code, 0);
       assert.equal(row(p.plan, "bm0").rule, "node-name");
@@ -225,7 +226,7 @@ describe("bitferry plan against live QEMU pairs", () => {
 
   it("human output shows the table, errors with fixes and the payload", async () => {
     await withLab(async (lab) => {
-      const pair = await S.driveMirror.setup(lab);
+      const pair = await S.driveMirror.setup(lab, qp.options);
       const r = await runCli([
         "plan",
         "--source",
@@ -243,7 +244,7 @@ describe("bitferry plan against live QEMU pairs", () => {
 
   it("exit 2 for a bad policy file, 3 for an unreachable monitor (real process)", async () => {
     await withLab(async (lab) => {
-      const pair = await S.longName.setup(lab);
+      const pair = await S.longName.setup(lab, qp.options);
       const bad = policyFile(lab, { deny: "tmp-*" });
       const r2 = await spawnCli([
         "plan",
