@@ -1,11 +1,5 @@
 import { Option, type Command } from "@commander-js/extra-typings";
 import type { CliContext } from "../main.js";
-import { connectMonitor, loadPolicy } from "../connect.js";
-import { ExitCode } from "../exit-codes.js";
-import { colors, exitCodeFor, reportError, summarizeError, writeJson } from "../output.js";
-import { renderPlanText } from "../render/plan-text.js";
-import { planMigration } from "../../migrate/plan.js";
-import type { QemuMonitor } from "../../qemu/monitor.js";
 
 export function registerPlan(program: Command, ctx: CliContext): void {
   program
@@ -30,27 +24,7 @@ Examples:
   bitferry plan --source unix:/run/src.qmp --dest tcp:10.0.0.2:4444 --policy policy.yaml --json`,
     )
     .action(async (opts) => {
-      const monitors: QemuMonitor[] = [];
-      try {
-        const policy = await loadPolicy(opts.policy);
-        const source = await connectMonitor(opts.source, "source");
-        monitors.push(source);
-        const destination = await connectMonitor(opts.dest, "destination");
-        monitors.push(destination);
-        const { plan } = await planMigration(source, destination, {
-          policy,
-          postcopy: opts.postcopy ?? false,
-          copyStorage: opts.copyStorage ?? false,
-        });
-        if (opts.json) writeJson(ctx.io, plan);
-        else ctx.io.stdout.write(renderPlanText(plan, colors(ctx.io)));
-        ctx.exitCode = plan.ok ? ExitCode.OK : ExitCode.FAILED;
-      } catch (err) {
-        if (opts.json) writeJson(ctx.io, { version: 1, ok: false, error: summarizeError(err) });
-        else reportError(ctx.io, err);
-        ctx.exitCode = exitCodeFor(err);
-      } finally {
-        for (const m of monitors) m.qmp.close();
-      }
+      const { planAction } = await import("./plan-action.js");
+      await planAction(opts, ctx);
     });
 }

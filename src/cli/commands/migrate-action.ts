@@ -1,0 +1,79 @@
+import type { CliContext } from "../main.js";
+import { connectMonitor, loadPolicy } from "../connect.js";
+import { ExitCode } from "../exit-codes.js";
+import { colors, exitCodeFor, reportError, summarizeError, writeJson } from "../output.js";
+import { ProgressReporter } from "../progress.js";
+import { renderMigrateText } from "../render/migrate-text.js";
+import { migrate } from "../../migrate/run.js";
+import type { QemuMonitor } from "../../qemu/monitor.js";
+
+export interface MigrateFlags {
+  source: string;
+  dest: string;
+  uri: string;
+  policy?: string;
+  postcopy?: true;
+  resume?: true;
+  maxDowntime?: number;
+  timeout?: number;
+  json?: true;
+  html?: string;
+}
+
+/** The `migrate` command's work, loaded only when the command runs (keeps `bitferry --help` fast). */
+export async function migrateAction(opts: MigrateFlags, ctx: CliContext): Promise<void> {
+  const monitors: QemuMonitor[] = [];
+  const controller = new AbortController();
+  let signalled: NodeJS.Signals | undefined;
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    signals++;
+    signalled ??= sig;
+    if (signals === 1) {
+      ctx.io.stderr.write(
+        `\nbitferry: ${sig}: cancelling the migration and repairing the source (press again to exit at once)\n`,
+      );
+      controller.abort(sig);
+    } else {
+      process.exit(sig === "SIGINT" ? ExitCode.SIGINT : ExitCode.SIGTERM);
+    }
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  const reporter = new ProgressReporter(ctx.io.stderr);
+  try {
+    const policy = await loadPolicy(opts.policy);
+    const source = await connectMonitor(opts.source, "source");
+    monitors.push(source);
+    const destination = await connectMonitor(opts.dest, "destination");
+    monitors.push(destination);
+    const result = await migrate({
+      source,
+      destination,
+      uri: opts.uri,
+      policy,
+      postcopy: opts.postcopy ?? false,
+      resume: opts.resume ?? false,
+      ...(opts.maxDowntime !== undefined ? { maxDowntimeMs: opts.maxDowntime } : {}),
+      ...(opts.timeout !== undefined ? { timeoutMs: opts.timeout * 1000 } : {}),
+      signal: controller.signal,
+      onProgress: reporter.update,
+    });
+    reporter.end();
+    if (opts.json) writeJson(ctx.io, result);
+    else ctx.io.stdout.write(renderMigrateText(result, colors(ctx.io)));
+    if (result.ok) ctx.exitCode = ExitCode.OK;
+    else if (result.error?.code === "INTERRUPTED" && signalled)
+      ctx.exitCode = signalled === "SIGINT" ? ExitCode.SIGINT : ExitCode.SIGTERM;
+    else ctx.exitCode = ExitCode.FAILED;
+  } catch (err) {
+    reporter.end();
+    if (opts.json) writeJson(ctx.io, { version: 1, ok: false, phase: "failed", error: summarizeError(err) });
+    else reportError(ctx.io, err);
+    ctx.exitCode = exitCodeFor(err);
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    for (const m of monitors) m.qmp.close();
+  }
+}
