@@ -26,6 +26,8 @@ export interface MigrateOptions extends PlanRequest {
   onProgress?: ProgressListener;
   /** How often to poll `query-migrate` besides the events (ms). */
   pollMs?: number;
+  /** Called once the plan is made, with both graphs as read (for pictures and logs). */
+  onPlanned?: (planned: PlanResult) => void;
 }
 
 export type RunOutcomePhase = "planned" | "migrating" | "verified" | "failed";
@@ -135,6 +137,7 @@ class MigrationRun {
       this.progress("plan", { message: "reading both block graphs" });
       this.planResult = await planMigration(this.src.mon, this.dst.mon, this.o);
       plan = this.planResult.plan;
+      this.o.onPlanned?.(this.planResult);
       if (!plan.ok) {
         return await this.result("planned", {
           code: "PLAN_ERRORS",

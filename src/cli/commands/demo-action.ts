@@ -5,11 +5,16 @@ import { colors, reportError } from "../output.js";
 import { ProgressReporter } from "../progress.js";
 import { renderMigrateText } from "../render/migrate-text.js";
 import { renderPlanText } from "../render/plan-text.js";
+import { writePicture } from "../picture.js";
+import path from "node:path";
 import { Lab } from "../../lab/lab.js";
 import { demo } from "../../lab/scenarios.js";
 import { planMigration } from "../../migrate/plan.js";
 import { migrate } from "../../migrate/run.js";
 import { parsePolicy } from "../../policy/file.js";
+
+/** Where the demo leaves its picture: the current directory, so it outlives the demo's temporary files. */
+const PICTURE_FILE = "bitferry-demo.html";
 
 const POLICY = `# Resolve what the first plan refused:
 map:
@@ -71,6 +76,14 @@ export async function demoAction(ctx: CliContext): Promise<void> {
     });
     reporter.end();
     out(renderMigrateText(result, c));
+    const picture = path.resolve(PICTURE_FILE);
+    await writePicture(picture, {
+      plan: result.plan,
+      source: second.source.graph,
+      destination: second.destination.graph,
+      result,
+    });
+    out(`The picture of this plan and its verification (one self-contained HTML file): ${picture}`);
     ctx.exitCode = result.ok ? ExitCode.OK : ExitCode.FAILED;
   } catch (err) {
     reportError(ctx.io, err);

@@ -4,6 +4,8 @@ import { ExitCode } from "../exit-codes.js";
 import { colors, exitCodeFor, reportError, summarizeError, writeJson } from "../output.js";
 import { ProgressReporter } from "../progress.js";
 import { renderMigrateText } from "../render/migrate-text.js";
+import { writePicture } from "../picture.js";
+import type { PlanResult } from "../../migrate/plan.js";
 import { migrate } from "../../migrate/run.js";
 import type { QemuMonitor } from "../../qemu/monitor.js";
 
@@ -47,6 +49,7 @@ export async function migrateAction(opts: MigrateFlags, ctx: CliContext): Promis
     monitors.push(source);
     const destination = await connectMonitor(opts.dest, "destination");
     monitors.push(destination);
+    let planned: PlanResult | undefined;
     const result = await migrate({
       source,
       destination,
@@ -58,8 +61,25 @@ export async function migrateAction(opts: MigrateFlags, ctx: CliContext): Promis
       ...(opts.timeout !== undefined ? { timeoutMs: opts.timeout * 1000 } : {}),
       signal: controller.signal,
       onProgress: reporter.update,
+      onPlanned: (p) => {
+        planned = p;
+      },
     });
     reporter.end();
+    if (opts.html !== undefined && planned) {
+      // The migration's outcome matters more than its picture: a picture that cannot be written is reported only.
+      try {
+        await writePicture(opts.html, {
+          plan: result.plan,
+          source: planned.source.graph,
+          destination: planned.destination.graph,
+          result,
+        });
+        ctx.io.stderr.write(`bitferry: wrote the picture of the plan and its verification to ${opts.html}\n`);
+      } catch (err) {
+        reportError(ctx.io, err);
+      }
+    }
     if (opts.json) writeJson(ctx.io, result);
     else ctx.io.stdout.write(renderMigrateText(result, colors(ctx.io)));
     if (result.ok) ctx.exitCode = ExitCode.OK;

@@ -3,6 +3,7 @@ import { connectMonitor, loadPolicy } from "../connect.js";
 import { ExitCode } from "../exit-codes.js";
 import { colors, exitCodeFor, reportError, summarizeError, writeJson } from "../output.js";
 import { renderPlanText } from "../render/plan-text.js";
+import { writePicture } from "../picture.js";
 import { planMigration } from "../../migrate/plan.js";
 import type { QemuMonitor } from "../../qemu/monitor.js";
 
@@ -25,11 +26,20 @@ export async function planAction(opts: PlanFlags, ctx: CliContext): Promise<void
     monitors.push(source);
     const destination = await connectMonitor(opts.dest, "destination");
     monitors.push(destination);
-    const { plan } = await planMigration(source, destination, {
+    const planned = await planMigration(source, destination, {
       policy,
       postcopy: opts.postcopy ?? false,
       copyStorage: opts.copyStorage ?? false,
     });
+    const plan = planned.plan;
+    if (opts.html !== undefined) {
+      await writePicture(opts.html, {
+        plan,
+        source: planned.source.graph,
+        destination: planned.destination.graph,
+      });
+      ctx.io.stderr.write(`bitferry: wrote the picture of the plan to ${opts.html}\n`);
+    }
     if (opts.json) writeJson(ctx.io, plan);
     else ctx.io.stdout.write(renderPlanText(plan, colors(ctx.io)));
     ctx.exitCode = plan.ok ? ExitCode.OK : ExitCode.FAILED;

@@ -13,7 +13,7 @@ export function registerPlan(program: Command, ctx: CliContext): void {
     .option("--postcopy", "plan a migration that sends bitmaps after the switchover")
     .option("--copy-storage", "plan a migration without shared storage (disks copied to the destination)")
     .option("--json", "print the plan as one JSON document on stdout")
-    .addOption(new Option("--html <file>", "also write the plan as a self-contained HTML picture").hideHelp())
+    .addOption(new Option("--html <file>", "also write the plan as a self-contained HTML picture"))
     .addHelpText(
       "after",
       `
