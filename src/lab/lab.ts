@@ -88,6 +88,22 @@ export class Lab implements AsyncDisposable {
     }
   }
 
+  /** Runs one qemu-io command on an image file (no QEMU may hold it), e.g. "write -P 0xab 0 1M". */
+  async qemuIo(file: string, command: string, format = "qcow2"): Promise<void> {
+    const qemuIo = path.join(path.dirname(this.build.imgBinary), "qemu-io");
+    const binary = this.build.imgBinary.includes("/") ? qemuIo : "qemu-io";
+    try {
+      await execFileP(binary, ["-f", format, "-c", command, file], {
+        env: { ...process.env, ...this.build.env },
+      });
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException & { stderr?: string };
+      throw new Error(`qemu-io -c '${command}' ${file} failed: ${e.stderr?.trim() ?? e.message}`, {
+        cause: err,
+      });
+    }
+  }
+
   /** Creates an image in the lab directory and returns its path. */
   async createImage(name: string, size: number, options: ImageOptions = {}): Promise<string> {
     const file = this.path(name);

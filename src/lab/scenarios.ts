@@ -295,20 +295,6 @@ export const throttled: Scenario = {
   },
 };
 
-export const scenarios: readonly Scenario[] = [
-  driveMirror,
-  blockdevSame,
-  blockdevRenamed,
-  backingChain,
-  busyAndInconsistent,
-  sizes,
-  destinationExisting,
-  longName,
-  driveWithNodeName,
-  rawDestination,
-  throttled,
-];
-
 /**
  * Bitmaps too large for QEMU's precopy threshold: four 64 GiB null-co nodes with three 64 KiB-granularity
  * bitmaps each (1.5 MiB of bitmap data) and no guest RAM stay `active` forever on QEMU 7.2 (reference R25).
@@ -400,3 +386,59 @@ export const demo: Scenario = {
     return p;
   },
 };
+
+/**
+ * No shared storage: each side has its own images. The source's disk0 overlays a backing image that stores
+ * bitmaps of its own ('daily' on both layers, 'archive' only in the backing image); the destination has empty
+ * images of the same size under other node-names. A second disk is a -drive on both sides.
+ */
+export const copyStorage: Scenario = {
+  name: "copy-storage",
+  description:
+    "separate images: a backing chain with bitmaps on both layers, and a -drive disk; empty destination disks",
+  async setup(lab, o) {
+    const base = await lab.createImage("base.qcow2", DISK, {
+      bitmaps: [{ name: "daily" }, { name: "archive" }],
+    });
+    // Writes into the backing image while its bitmaps record them (as when it was the active layer).
+    await lab.qemuIo(base, "write -P 0x11 0 1M");
+    await lab.qemuIo(base, "write -P 0x12 40M 512k");
+    const top = await lab.createImage("top.qcow2", DISK, { backing: base });
+    const sys = await lab.createImage("sys.qcow2", DISK);
+    const dstA = await lab.createImage("dst-a.qcow2", DISK);
+    const dstSys = await lab.createImage("dst-sys.qcow2", DISK);
+    const p = await pair(
+      lab,
+      [
+        ...qcow2Blockdev({ nodeName: "disk0", file: top, backing: { nodeName: "base0", file: base } }),
+        ...drive({ id: "drive1", file: sys }),
+      ],
+      [...qcow2Blockdev({ nodeName: "vda", file: dstA }), ...drive({ id: "drive1", file: dstSys })],
+      o,
+    );
+    const m = p.source.monitor;
+    await m.addBitmap("disk0", "daily", { granularity: 65536, persistent: true });
+    await m.addBitmap("disk0", "hourly", { granularity: 65536 });
+    await m.addBitmap("drive1", "backup", { granularity: 65536, persistent: true });
+    await writeRange(m, "disk0", 2 * MiB, MiB, 0x21);
+    await writeRange(m, "disk0", 20 * MiB, 3 * MiB, 0x22);
+    await writeRange(m, "drive1", 0, 5 * MiB, 0x31);
+    return p;
+  },
+};
+
+/** The scenarios whose QMP replies scripts/capture-fixtures.ts records for the planner's unit tests. */
+export const scenarios: readonly Scenario[] = [
+  driveMirror,
+  blockdevSame,
+  blockdevRenamed,
+  backingChain,
+  busyAndInconsistent,
+  sizes,
+  destinationExisting,
+  longName,
+  driveWithNodeName,
+  rawDestination,
+  throttled,
+  copyStorage,
+];

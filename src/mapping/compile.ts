@@ -1,4 +1,4 @@
-import type { PlanBitmap } from "../policy/types.js";
+import { isStream, type Work } from "../policy/work.js";
 import type { BitmapAliasMapping } from "../qemu/replies.js";
 import { validateMapping } from "./validate.js";
 
@@ -17,13 +17,42 @@ export class MappingCompileError extends Error {
   readonly code = "MAPPING_INTERNAL";
 }
 
+/** One bitmap of the migration stream: where it is read on the source and where it lands. */
+export interface StreamBitmap {
+  sourceNode: string;
+  sourceBitmap: string;
+  sourcePersistent: boolean;
+  targetNode: string;
+  targetBitmap: string;
+  targetPersistent: boolean;
+}
+
+/** The stream bitmaps of a plan's rows: merged chains travel once, as their temporary bitmap on the top node. */
+export function streamBitmaps(work: readonly Work[]): StreamBitmap[] {
+  const out: StreamBitmap[] = [];
+  for (const w of work) {
+    const t = w.entry.target;
+    if (w.entry.action !== "migrate" || !t || !isStream(w)) continue;
+    const m = w.merge;
+    out.push({
+      sourceNode: m ? m.disk.name : w.node.name,
+      sourceBitmap: m ? m.temporary : w.bitmap.name,
+      sourcePersistent: m ? false : w.bitmap.persistent,
+      targetNode: t.node,
+      targetBitmap: t.bitmap,
+      targetPersistent: t.persistent,
+    });
+  }
+  return out;
+}
+
 /**
- * Compiles the migrating bitmaps of a plan into `block-bitmap-mapping` for both sides: source node-name → alias →
+ * Compiles the stream bitmaps of a plan into `block-bitmap-mapping` for both sides: source node-name → alias →
  * destination node-name, with short generated aliases (`n0`, `b0`) that are always well-formed, so names of any
  * length QEMU accepts (up to 1023 bytes) travel. `transform.persistent` appears only where the plan changes
  * persistence, on each side whose QEMU has transforms. Pure.
  */
-export function compileMapping(bitmaps: readonly PlanBitmap[], transforms: TransformSupport): MappingPair {
+export function compileMapping(bitmaps: readonly StreamBitmap[], transforms: TransformSupport): MappingPair {
   const source: BitmapAliasMapping = [];
   const destination: BitmapAliasMapping = [];
   const bySourceNode = new Map<
@@ -31,28 +60,27 @@ export function compileMapping(bitmaps: readonly PlanBitmap[], transforms: Trans
     { src: BitmapAliasMapping[number]; dst: BitmapAliasMapping[number] }
   >();
   for (const b of bitmaps) {
-    if (b.action !== "migrate" || !b.target) continue;
-    let pair = bySourceNode.get(b.source.node);
+    let pair = bySourceNode.get(b.sourceNode);
     if (!pair) {
       const alias = `n${bySourceNode.size}`;
       pair = {
-        src: { "node-name": b.source.node, alias, bitmaps: [] },
-        dst: { "node-name": b.target.node, alias, bitmaps: [] },
+        src: { "node-name": b.sourceNode, alias, bitmaps: [] },
+        dst: { "node-name": b.targetNode, alias, bitmaps: [] },
       };
-      bySourceNode.set(b.source.node, pair);
+      bySourceNode.set(b.sourceNode, pair);
       source.push(pair.src);
       destination.push(pair.dst);
     }
     const alias = `b${pair.src.bitmaps.length}`;
-    const change = b.target.persistent !== b.source.persistent;
-    const transform = { persistent: b.target.persistent };
+    const change = b.targetPersistent !== b.sourcePersistent;
+    const transform = { persistent: b.targetPersistent };
     pair.src.bitmaps.push({
-      name: b.source.bitmap,
+      name: b.sourceBitmap,
       alias,
       ...(change && transforms.source ? { transform } : {}),
     });
     pair.dst.bitmaps.push({
-      name: b.target.bitmap,
+      name: b.targetBitmap,
       alias,
       ...(change && transforms.destination ? { transform } : {}),
     });

@@ -1,6 +1,6 @@
 import { buildGraph } from "../graph/build.js";
 import type { BlockGraph } from "../graph/model.js";
-import { compileMapping } from "../mapping/compile.js";
+import { compileMapping, streamBitmaps } from "../mapping/compile.js";
 import { decide, type Decisions } from "../policy/decide.js";
 import { DEFAULT_POLICY } from "../policy/file.js";
 import type { Plan, Policy } from "../policy/types.js";
@@ -70,7 +70,7 @@ export function planFromGraphs(src: SideState, dst: SideState, request: PlanRequ
     sourceQemu: src.facts,
     destinationQemu: dst.facts,
   });
-  const mapping = compileMapping(decisions.bitmaps, {
+  const mapping = compileMapping(streamBitmaps(decisions.work), {
     source: src.facts.features.mappingTransform,
     destination: dst.facts.features.mappingTransform,
   });
@@ -82,6 +82,19 @@ export function planFromGraphs(src: SideState, dst: SideState, request: PlanRequ
     warnings: decisions.warnings,
     mapping,
     payloadBytes: decisions.payloadBytes,
+    ...(options.copyStorage
+      ? {
+          disks: decisions.disks,
+          merges: decisions.merges.map((g) => ({
+            node: g.disk.name,
+            temporary: g.temporary,
+            bitmaps: g.sources,
+            target: g.representative.entry.target
+              ? { node: g.representative.entry.target.node, bitmap: g.representative.entry.target.bitmap }
+              : null,
+          })),
+        }
+      : {}),
   };
   return { plan, source: src, destination: dst, decisions };
 }

@@ -10,6 +10,8 @@ import { planMigration, type PlanRequest, type PlanResult } from "./plan.js";
 import type { ProgressListener, RunPhase } from "./progress.js";
 import { repairPersistence, type RepairOutcome } from "./repair.js";
 import { judgeBitmap, type SourceRecord, type VerifiedBitmap } from "./verify.js";
+import { StorageCopy, type DiskCopy } from "./storage.js";
+import { isStream, type MergeGroup } from "../policy/work.js";
 
 export interface MigrateOptions extends PlanRequest {
   source: QmpClient | QemuMonitor;
@@ -26,6 +28,11 @@ export interface MigrateOptions extends PlanRequest {
   onProgress?: ProgressListener;
   /** How often to poll `query-migrate` besides the events (ms). */
   pollMs?: number;
+  /**
+   * `--copy-storage`: where the destination's NBD server listens, as the source reaches it (`unix:/path` or
+   * `tcp:HOST:PORT`); default a private unix socket (both QEMUs on one host).
+   */
+  nbd?: string;
   /** Called once the plan is made, with both graphs as read (for pictures and logs). */
   onPlanned?: (planned: PlanResult) => void;
 }
@@ -49,6 +56,8 @@ export interface MigrateResult {
   };
   source: { runState: string | null; repaired: RepairOutcome[] };
   destination: { runState: string | null };
+  /** `--copy-storage`: what each disk's copy came to. */
+  storage?: { disks: DiskCopy[] };
   error?: { code: RunErrorCode; message: string };
 }
 
@@ -108,6 +117,11 @@ class MigrationRun {
   private wake: (() => void) | undefined;
   private planResult: PlanResult | undefined;
   private migrating: PlanBitmap[] = [];
+  private readonly temporaries = new Map<PlanBitmap, MergeGroup>();
+  private readonly mergedFrom = new Map<PlanBitmap, { node: string; bitmap: string }[]>();
+  private storage: StorageCopy | undefined;
+  private copies: DiskCopy[] = [];
+  private temporariesMade = false;
   private sourceRecords = new Map<PlanBitmap, SourceRecord>();
   private sourceRunState0: string | null = null;
   private migrateIssued = false;
@@ -146,12 +160,13 @@ class MigrationRun {
             .join(", ")}`,
         });
       }
-      this.migrating = plan.bitmaps.filter((b) => b.action === "migrate");
+      this.migrating = this.buildStreams(this.planResult);
       this.sourceRunState0 = this.planResult.source.snapshot.runState;
       await this.setup();
       await this.startMigration();
       const info = await this.follow();
       this.lastInfo = info;
+      await this.finishCopy();
       await this.completeDestination();
       const verified = await this.verify();
       const failed = verified.filter((v) => v.verified === "failed");
@@ -181,8 +196,40 @@ class MigrationRun {
         repaired,
       );
     } finally {
+      await this.cleanupTemporaries();
       await this.restore();
       for (const c of this.cleanups) c();
+    }
+  }
+
+  /** After the switchover: the mirrors complete without pivot; every export and NBD node goes. */
+  private async finishCopy(): Promise<void> {
+    const storage = this.storage;
+    if (!storage) return;
+    this.progress("completing", { message: "completing the disk copies" });
+    this.copies = await storage.complete();
+    await storage.teardown(!this.src.lost, !this.dst.lost);
+    this.storage = undefined;
+    const bad = this.copies.filter((c) => !c.complete);
+    if (bad.length > 0) {
+      throw new RunError(
+        "COPY_FAILED",
+        `the copy of ${bad.map((c) => `${c.source.node} (${c.copiedBytes} of ${c.totalBytes} bytes${c.error ? `: ${c.error}` : ""})`).join(", ")} did not complete`,
+      );
+    }
+  }
+
+  /** Removes the storage copy's exports and nodes and the merged temporaries, on success and on failure alike. */
+  private async cleanupTemporaries(): Promise<void> {
+    if (this.storage) {
+      await this.storage.teardown(!this.src.lost, !this.dst.lost);
+      this.storage = undefined;
+    }
+    if (!this.temporariesMade || this.src.lost) return;
+    for (const g of new Set(this.temporaries.values())) {
+      await this.src.mon.removeBitmap(g.disk.name, g.temporary).catch((e: unknown) => {
+        debug("removing %s/%s: %s", g.disk.name, g.temporary, describeError(e));
+      });
     }
   }
 
@@ -318,6 +365,68 @@ class MigrationRun {
       if (!(err instanceof QmpCommandError && err.desc.includes("already been started"))) {
         throw this.sideError(this.dst, err, "starting the incoming side");
       }
+    }
+    if (this.o.copyStorage) await this.copyStorage();
+    await this.makeTemporaries();
+  }
+
+  /** `--copy-storage`: copy every disk to the destination and wait until each mirror is in sync. */
+  private async copyStorage(): Promise<void> {
+    const disks = this.plan().disks ?? [];
+    if (disks.length === 0) return;
+    const storage = new StorageCopy(this.src.mon, this.dst.mon, disks, this.o.nbd);
+    this.storage = storage;
+    this.progress("copy", {
+      message: `copying ${disks.length} disk(s) to the destination`,
+      copiedBytes: 0,
+      copyTotalBytes: storage.totalBytes,
+    });
+    await storage.start();
+    for (;;) {
+      this.checkpoint();
+      if (this.src.lost) throw new RunError("SOURCE_LOST", "the source's monitor closed while copying disks");
+      if (this.dst.lost)
+        throw new RunError("DESTINATION_LOST", "the destination's monitor closed while copying disks");
+      const ready = await storage.poll();
+      this.progress("copy", { copiedBytes: storage.copiedBytes, copyTotalBytes: storage.totalBytes });
+      if (ready) return;
+      await this.pause(200);
+    }
+  }
+
+  /**
+   * `--copy-storage` flattens backing chains: the same-named bitmaps of a disk's layers are merged into one
+   * temporary bitmap on its top node, atomically, just before the migration starts (it keeps recording writes).
+   */
+  private async makeTemporaries(): Promise<void> {
+    const groups = [...new Set(this.temporaries.values())];
+    if (groups.length === 0) return;
+    this.temporariesMade = true;
+    for (const g of groups) {
+      await this.on(
+        this.src,
+        (m) =>
+          m.transaction([
+            {
+              type: "block-dirty-bitmap-add",
+              data: {
+                node: g.disk.name,
+                name: g.temporary,
+                granularity: g.granularity,
+                disabled: !g.recording,
+              },
+            },
+            {
+              type: "block-dirty-bitmap-merge",
+              data: {
+                node: g.disk.name,
+                target: g.temporary,
+                bitmaps: g.sources.map((x) => ({ node: x.node, name: x.bitmap })),
+              },
+            },
+          ]),
+        `merging the backing chain's '${g.name}' bitmaps on ${g.disk.name}`,
+      );
     }
   }
 
@@ -499,13 +608,13 @@ class MigrationRun {
     const records = await Promise.all(
       this.migrating.map(async (b) => {
         const n = byName.get(b.source.node);
-        const info = n?.["dirty-bitmaps"]?.find((x) => x.name === b.source.bitmap);
+        const info = n?.["dirty-bitmaps"]?.find((x) => x.name === this.readName(b));
         const node = graph?.nodes.find((x) => x.name === b.source.node);
         const underFormat =
           graph?.nodes.some((p) => p.children.some((c) => c.node === b.source.node && c.role === "file")) ??
           false;
         const sha = hash
-          ? await this.on(this.src, (m) => m.bitmapSha256(b.source.node, b.source.bitmap), "hashing bitmaps")
+          ? await this.on(this.src, (m) => m.bitmapSha256(b.source.node, this.readName(b)), "hashing bitmaps")
           : null;
         const rec: SourceRecord = {
           sha256: sha,
@@ -604,7 +713,8 @@ class MigrationRun {
           nodeSize: 0,
           mayChangeAtSwitchover: false,
         };
-        return judgeBitmap(b.source, t, rec, {
+        const merged = this.mergedFrom.get(b);
+        const judged = judgeBitmap(b.source, t, rec, {
           bitmap: info
             ? {
                 name: t.bitmap,
@@ -621,8 +731,46 @@ class MigrationRun {
           sha256: sha,
           ran,
         });
+        return merged ? { ...judged, mergedFrom: merged } : judged;
       }),
     );
+  }
+
+  /**
+   * The bitmaps of the migration stream, one row each. A backing chain merged for `--copy-storage` travels as one
+   * temporary bitmap on the disk's top node: its row names the disk's node and the bitmap name the layers share.
+   */
+  private buildStreams(planned: PlanResult): PlanBitmap[] {
+    const rows: PlanBitmap[] = [];
+    for (const w of planned.decisions.work) {
+      if (w.entry.action !== "migrate" || !w.entry.target || !isStream(w)) continue;
+      const g = w.merge;
+      if (!g) {
+        rows.push(w.entry);
+        continue;
+      }
+      const row: PlanBitmap = {
+        ...w.entry,
+        source: {
+          node: g.disk.name,
+          drive: planned.source.graph.drives.find((d) => d.driveRoot === g.disk.name)?.name ?? null,
+          bitmap: g.name,
+          granularity: g.granularity,
+          persistent: false,
+          recording: g.recording,
+          dirtyBytes: w.entry.source.dirtyBytes,
+        },
+      };
+      this.temporaries.set(row, g);
+      this.mergedFrom.set(row, g.sources);
+      rows.push(row);
+    }
+    return rows;
+  }
+
+  /** The bitmap QEMU reads for a stream row: a merged chain's temporary, or the bitmap itself. */
+  private readName(b: PlanBitmap): string {
+    return this.temporaries.get(b)?.temporary ?? b.source.bitmap;
   }
 
   /** Applies `enabled` overrides and, with --resume, starts a paused destination. */
@@ -785,6 +933,7 @@ class MigrationRun {
       },
       source: { runState: await runState(this.src), repaired },
       destination: { runState: await runState(this.dst) },
+      ...(this.o.copyStorage ? { storage: { disks: this.copies } } : {}),
       ...(error ? { error } : {}),
     };
   }

@@ -14,6 +14,8 @@ export interface VerifiedBitmap {
   reason?: string;
   /** The destination bitmap's dirty bytes. */
   targetDirtyBytes?: number;
+  /** `--copy-storage`: the backing-chain bitmaps merged into this one. */
+  mergedFrom?: { node: string; bitmap: string }[];
 }
 
 /** What the source bitmap looked like while the source was stopped at the switchover. */

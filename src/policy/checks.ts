@@ -1,6 +1,15 @@
 import type { GraphLookup } from "../graph/lookup.js";
 import type { BlockNode } from "../graph/model.js";
-import { addError, addTargetError, describeNode, type PlanInput, type QemuFacts, type Work } from "./work.js";
+import {
+  addError,
+  addTargetError,
+  describeNode,
+  isStream,
+  streamNode,
+  type PlanInput,
+  type QemuFacts,
+  type Work,
+} from "./work.js";
 import type { PlanError, PlanWarning } from "./types.js";
 
 /** QEMU's limit on bitmap names (block-dirty-bitmap-add, the mapping's `name`). */
@@ -20,25 +29,26 @@ interface CheckCtx {
  */
 export function runChecks(work: Work[], ctx: CheckCtx): void {
   const migrating = work.filter((w) => w.entry.action === "migrate");
+  const streams = migrating.filter(isStream);
   checkBlockers(work, migrating, ctx);
-  for (const w of migrating) {
-    checkName(w);
-    if (w.dst) checkDestination(w, w.dst, ctx);
-  }
-  checkGroups(migrating.filter((w) => w.dst !== undefined));
-  checkQemu(migrating, ctx);
+  checkMergeSources(migrating, ctx);
+  for (const w of migrating) checkName(w);
+  for (const w of streams) if (w.dst) checkDestination(w, w.dst, ctx);
+  checkGroups(streams.filter((w) => w.dst !== undefined));
+  checkQemu(streams, ctx);
 }
 
 /**
  * QEMU checks every named bitmap of a node it migrates bitmaps from: one busy, inconsistent or read-only bitmap
- * fails the whole migration, even one that is not itself migrating.
+ * fails the whole migration, even one that is not itself migrating. (A merged chain migrates from its top node.)
  */
 function checkBlockers(work: Work[], migrating: Work[], ctx: CheckCtx): void {
   const migratingByNode = new Map<string, Work[]>();
   for (const w of migrating) {
-    const list = migratingByNode.get(w.node.name) ?? [];
+    const node = streamNode(w).name;
+    const list = migratingByNode.get(node) ?? [];
     list.push(w);
-    migratingByNode.set(w.node.name, list);
+    migratingByNode.set(node, list);
   }
   for (const w of work) {
     const moving = migratingByNode.get(w.node.name);
@@ -64,7 +74,7 @@ function checkBlockers(work: Work[], migrating: Work[], ctx: CheckCtx): void {
             }
           : undefined;
     if (!problem) continue;
-    const others = moving.filter((m) => m !== w).map((m) => `'${m.bitmap.name}'`);
+    const others = [...new Set(moving.filter((m) => m !== w).map((m) => `'${m.bitmap.name}'`))];
     const where = describeNode(w.node, ctx.src);
     const nodeDeny = `deny: ['${ctx.src.drivesOf(w.node.name)[0]?.name ?? w.node.name}/*']`;
     let message = `bitmap '${b.name}' on ${where} ${problem.what}. QEMU refuses to migrate any bitmap of a node that has such a bitmap`;
@@ -73,12 +83,34 @@ function checkBlockers(work: Work[], migrating: Work[], ctx: CheckCtx): void {
     } else if (w.entry.action === "migrate") {
       message += `. Fix: ${problem.end ? `${problem.end}, or ` : ""}skip it (deny: ['${w.node.name}/${b.name}'])`;
     }
-    addError(
-      w.entry,
-      problem.code,
-      message,
-      w.entry.target ? undefined : { node: w.node.name, bitmap: b.name },
-    );
+    addError(w.entry, problem.code, message);
+  }
+}
+
+/** A merged chain is made with block-dirty-bitmap-merge, which refuses busy and inconsistent sources and size changes. */
+function checkMergeSources(migrating: Work[], ctx: CheckCtx): void {
+  for (const w of migrating) {
+    const g = w.merge;
+    if (!g || w.node === g.disk) continue;
+    const b = w.bitmap;
+    const where = describeNode(w.node, ctx.src);
+    if (b.busy || b.inconsistent) {
+      addError(
+        w.entry,
+        b.busy ? "BITMAP_BUSY" : "BITMAP_INCONSISTENT",
+        `bitmap '${b.name}' on backing node ${where} is ${b.busy ? "in use by another operation" : "inconsistent"}: ` +
+          `QEMU cannot merge it into the copy of ${describeNode(g.disk, ctx.src)}. Skip the name (deny: ['${b.name}']) ` +
+          `or ${b.busy ? "end what holds it" : "remove it from the backing image (qemu-img bitmap --remove)"}`,
+      );
+    }
+    if (w.node.size !== g.disk.size) {
+      addError(
+        w.entry,
+        "QEMU_UNSUPPORTED",
+        `bitmap '${b.name}' on backing node ${where} (${w.node.size} bytes) cannot be merged into the top node ` +
+          `'${g.disk.name}' (${g.disk.size} bytes): QEMU merges only bitmaps of nodes of the same size. Skip the name (deny: ['${b.name}'])`,
+      );
+    }
   }
 }
 
@@ -168,11 +200,11 @@ function checkGroups(migrating: Work[]): void {
     const list = byTarget.get(key) ?? [];
     list.push(w);
     byTarget.set(key, list);
-    const a = dstsOfSrc.get(w.node.name) ?? new Set<string>();
+    const a = dstsOfSrc.get(streamNode(w).name) ?? new Set<string>();
     a.add(t.node);
-    dstsOfSrc.set(w.node.name, a);
+    dstsOfSrc.set(streamNode(w).name, a);
     const b = srcsOfDst.get(t.node) ?? new Set<string>();
-    b.add(w.node.name);
+    b.add(streamNode(w).name);
     srcsOfDst.set(t.node, b);
   }
   for (const group of byTarget.values()) {
@@ -191,12 +223,12 @@ function checkGroups(migrating: Work[]): void {
   for (const w of migrating) {
     const t = w.entry.target;
     if (!t) continue;
-    const fanOut = dstsOfSrc.get(w.node.name);
+    const fanOut = dstsOfSrc.get(streamNode(w).name);
     if (fanOut && fanOut.size > 1) {
       addTargetError(
         w.entry,
         "MAPPING_INEXPRESSIBLE",
-        `the bitmaps of source node '${w.node.name}' would go to ${fanOut.size} destination nodes (${[...fanOut].join(", ")}); QEMU's mapping sends all bitmaps of one node to one node. Send them to one node, or skip some`,
+        `the bitmaps of source node '${streamNode(w).name}' would go to ${fanOut.size} destination nodes (${[...fanOut].join(", ")}); QEMU's mapping sends all bitmaps of one node to one node. Send them to one node, or skip some`,
       );
     }
     const fanIn = srcsOfDst.get(t.node);
@@ -246,7 +278,9 @@ function checkQemu(migrating: Work[], ctx: CheckCtx): void {
     input.sourceQemu.features.mappingTransform || input.destinationQemu.features.mappingTransform;
   for (const w of migrating) {
     const t = w.entry.target;
-    if (t && t.persistent !== w.bitmap.persistent && !canTransform) {
+    // A merged chain travels as a temporary, transient bitmap.
+    const sourcePersistent = w.merge ? false : w.bitmap.persistent;
+    if (t && t.persistent !== sourcePersistent && !canTransform) {
       addError(
         w.entry,
         "QEMU_UNSUPPORTED",
@@ -255,7 +289,7 @@ function checkQemu(migrating: Work[], ctx: CheckCtx): void {
     }
   }
   if (input.options.postcopy) {
-    const nodes = new Set(migrating.map((w) => w.node.name));
+    const nodes = new Set(migrating.map((w) => streamNode(w).name));
     if (nodes.size > 1) {
       ctx.errors.push({
         code: "POSTCOPY_UNSAFE",

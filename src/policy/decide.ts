@@ -4,7 +4,20 @@ import { runChecks } from "./checks.js";
 import { bitmapPayloadBytes, predictConvergence } from "./convergence.js";
 import { compilePattern, firstMatch, type CompiledPattern } from "./glob.js";
 import type { MapEntry, PlanBitmap, PlanError, PlanWarning, Policy, Rule } from "./types.js";
-import { addError, describeNode, preferredName, quote, targetOf, type PlanInput, type Work } from "./work.js";
+import { decideChains, planDisks, type DiskPair } from "./copy-storage.js";
+import {
+  addError,
+  addTargetError,
+  describeNode,
+  isStream,
+  preferredName,
+  quote,
+  streamNode,
+  targetOf,
+  type MergeGroup,
+  type PlanInput,
+  type Work,
+} from "./work.js";
 
 export interface Decisions {
   bitmaps: PlanBitmap[];
@@ -13,9 +26,12 @@ export interface Decisions {
   payloadBytes: number;
   /** The resolved destination node of each migrating bitmap, index-aligned with `bitmaps`. */
   work: Work[];
+  /** `--copy-storage`: the disks to copy, and the backing-chain bitmaps that travel merged. */
+  disks: DiskPair[];
+  merges: MergeGroup[];
 }
 
-interface ResolvedEntry {
+export interface ResolvedEntry {
   entry: MapEntry;
   node: BlockNode;
 }
@@ -30,6 +46,9 @@ export function decide(input: PlanInput): Decisions {
   const allow = input.policy.allow?.map(compilePattern);
   const deny = input.policy.deny.map(compilePattern);
 
+  const ctx: Ctx = { input, src, dst, perBitmap, perNode, allow, deny };
+  const copy = input.options.copyStorage ? planDisks(ctx, errors) : undefined;
+  const deferred: Work[] = [];
   const work: Work[] = [];
   for (const node of input.source.nodes) {
     for (const bitmap of node.bitmaps) {
@@ -54,10 +73,14 @@ export function decide(input: PlanInput): Decisions {
           warnings: [],
         },
       };
-      decideOne(w, { input, src, dst, perBitmap, perNode, allow, deny });
       work.push(w);
+      const mapped = perBitmap.get(node.name)?.has(bitmap.name) === true || perNode.has(node.name);
+      if (copy?.chainTop.has(node.name) && !mapped) deferred.push(w);
+      else decideOne(w, ctx);
     }
   }
+  const merges = copy ? decideChains(deferred, work, copy, ctx, decideOne, warnings) : [];
+  if (copy) checkDiskTargets(work, copy.disks);
 
   runChecks(work, { input, src, dst, errors, warnings });
 
@@ -68,8 +91,9 @@ export function decide(input: PlanInput): Decisions {
       const first = w.entry.errors[0];
       if (first) w.entry.rule = first.code;
       errors.push(...w.entry.errors);
-    } else if (w.entry.action === "migrate") {
-      payloadBytes += bitmapPayloadBytes(w.node.size, w.bitmap.granularity);
+    } else if (w.entry.action === "migrate" && isStream(w)) {
+      const node = streamNode(w);
+      payloadBytes += bitmapPayloadBytes(node.size, w.merge?.granularity ?? w.bitmap.granularity);
     }
   }
 
@@ -94,7 +118,31 @@ export function decide(input: PlanInput): Decisions {
     }
   }
 
-  return { bitmaps: work.map((w) => w.entry), errors, warnings, payloadBytes, work };
+  return {
+    bitmaps: work.map((w) => w.entry),
+    errors,
+    warnings,
+    payloadBytes,
+    work,
+    disks: copy?.disks ?? [],
+    merges,
+  };
+}
+
+/** With `--copy-storage` a disk's bitmaps must land on the node its data is copied to. */
+function checkDiskTargets(work: Work[], disks: DiskPair[]): void {
+  const byNode = new Map(disks.map((d) => [d.source.node, d]));
+  for (const w of work) {
+    const t = w.entry.target;
+    const pair = byNode.get(streamNode(w).name);
+    if (w.entry.action !== "migrate" || !t || !pair || t.node === pair.target.node) continue;
+    addTargetError(
+      w.entry,
+      "MAPPING_INEXPRESSIBLE",
+      `bitmap '${w.bitmap.name}' would go to destination node '${t.node}', but --copy-storage copies its disk ` +
+        `'${pair.source.node}' to '${pair.target.node}': a bitmap must land on the copy of its own disk`,
+    );
+  }
 }
 
 function postcopyHint(work: Work[]): string {
@@ -102,7 +150,7 @@ function postcopyHint(work: Work[]): string {
   return nodes.size === 1 ? ", or send the bitmaps after the switchover with --postcopy" : "";
 }
 
-interface Ctx {
+export interface Ctx {
   input: PlanInput;
   src: GraphLookup;
   dst: GraphLookup;
@@ -112,12 +160,20 @@ interface Ctx {
   deny: CompiledPattern[];
 }
 
-function decideOne(w: Work, ctx: Ctx): void {
-  const { node, bitmap, entry } = w;
+/**
+ * The decision procedure for one bitmap. `as` is the node whose names and map entries count: the bitmap's own, or
+ * for a bitmap found only in the backing chain of a copied disk (`--copy-storage`), the disk's top node, so that a
+ * per-node map entry for the disk covers its chain too.
+ */
+export function decideOne(w: Work, ctx: Ctx, as: BlockNode = w.node): void {
+  const { bitmap, entry } = w;
+  const node = as;
+  const own = as === w.node;
   const names = ctx.src.namesOf(node);
 
   // 1. A map entry decides.
-  const mapped = ctx.perBitmap.get(node.name)?.get(bitmap.name) ?? ctx.perNode.get(node.name);
+  const mapped =
+    (own ? ctx.perBitmap.get(node.name)?.get(bitmap.name) : undefined) ?? ctx.perNode.get(node.name);
   if (mapped) {
     const m = mapped.entry;
     if (m.target === null) {
@@ -143,7 +199,9 @@ function decideOne(w: Work, ctx: Ctx): void {
     };
     entry.action = "migrate";
     entry.rule = "map";
-    if (bitmap.readOnly) {
+    w.explicitPersistent = m.target.persistent !== undefined;
+    w.explicitEnabled = m.target.enabled !== undefined;
+    if (bitmap.readOnly && own) {
       addError(entry, "BITMAP_READ_ONLY", readOnlyMessage(node, bitmap, `map[${m.index}]`));
     }
     if (!resolved) {
@@ -161,10 +219,21 @@ function decideOne(w: Work, ctx: Ctx): void {
   }
 
   // 2. Read-only nodes (backing images) keep their bitmaps and stay out of QEMU's view.
-  if (node.readOnly) {
+  if (node.readOnly && own) {
     skip(entry, "read-only-node");
     return;
   }
+  decideByDefaults(w, ctx, node);
+}
+
+/**
+ * Steps 3 to 6 of the decision: strict mode, deny and allow, the default address and its resolution on the
+ * destination. `node` is the node whose names count: the bitmap's own, or for a bitmap found only in the backing
+ * chain of a copied disk (`--copy-storage`), the disk's top node.
+ */
+export function decideByDefaults(w: Work, ctx: Ctx, node: BlockNode): void {
+  const { bitmap, entry } = w;
+  const names = ctx.src.namesOf(node);
 
   // 3. Strict mode covers every bitmap.
   if (!ctx.input.policy.defaults) {

@@ -48,7 +48,11 @@ export type PlanErrorCode =
   | "DESTINATION_NOT_INCOMING";
 
 export type PlanWarningCode =
-  "GENERATED_NODE_NAME_IN_MAP" | "PRECOPY_MAY_NOT_CONVERGE" | "NO_CONTENT_HASH" | "SWITCHOVER_START_MISMATCH";
+  | "GENERATED_NODE_NAME_IN_MAP"
+  | "PRECOPY_MAY_NOT_CONVERGE"
+  | "NO_CONTENT_HASH"
+  | "SWITCHOVER_START_MISMATCH"
+  | "CHAIN_BITMAP_DROPPED";
 
 export type Rule =
   | "drive-name"
@@ -115,4 +119,20 @@ export interface Plan {
   warnings: PlanWarning[];
   mapping: { source: BitmapAliasMapping; destination: BitmapAliasMapping };
   payloadBytes: number;
+  /** `--copy-storage`: each disk copied and the destination node it is copied to. */
+  disks?: PlanDisk[];
+  /** `--copy-storage`: bitmaps of a backing chain that travel merged, as a temporary bitmap on the disk's top node. */
+  merges?: PlanMerge[];
+}
+
+export interface PlanDisk {
+  source: { node: string; drive: string | null; mirrorFrom: string; size: number };
+  target: { node: string; drive: string | null; size: number };
+}
+
+export interface PlanMerge {
+  node: string;
+  temporary: string;
+  bitmaps: { node: string; bitmap: string }[];
+  target: { node: string; bitmap: string } | null;
 }

@@ -31,12 +31,46 @@ export interface PlanInput {
   destinationQemu: QemuFacts;
 }
 
+/**
+ * `--copy-storage` flattens a disk's backing chain into one image on the destination, so the same-named bitmaps of
+ * every layer travel once, merged into a temporary bitmap on the disk's top node (libvirt's approach).
+ */
+export interface MergeGroup {
+  /** The copied disk's top node, where the temporary bitmap is made. */
+  disk: BlockNode;
+  /** The bitmap name shared by the layers. */
+  name: string;
+  /** The temporary bitmap's name on `disk`. */
+  temporary: string;
+  granularity: number;
+  recording: boolean;
+  /** The bitmaps merged, top layer first. */
+  sources: { node: string; bitmap: string }[];
+  /** The row that stands for the merged bitmap in the stream and in verification. */
+  representative: Work;
+}
+
 /** One source bitmap while it is being decided; `dst` is the resolved destination node. */
 export interface Work {
   node: BlockNode;
   bitmap: Bitmap;
   entry: PlanBitmap;
   dst: BlockNode | undefined;
+  /** The map entry set the target's persistence / enabled state explicitly. */
+  explicitPersistent?: boolean;
+  explicitEnabled?: boolean;
+  /** Set on every row whose bitmap travels merged with its chain (`--copy-storage`). */
+  merge?: MergeGroup;
+}
+
+/** The node whose bitmap actually travels for this row: the copied disk's top for merged chains. */
+export function streamNode(w: Work): BlockNode {
+  return w.merge?.disk ?? w.node;
+}
+
+/** Whether this row is one bitmap of the migration stream (merged chains travel as one). */
+export function isStream(w: Work): boolean {
+  return w.merge === undefined || w.merge.representative === w;
 }
 
 export function addError(

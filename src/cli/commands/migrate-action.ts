@@ -1,6 +1,7 @@
 import type { CliContext } from "../main.js";
 import { connectMonitor, loadPolicy } from "../connect.js";
 import { ExitCode } from "../exit-codes.js";
+import { UsageError } from "../../util/errors.js";
 import { colors, exitCodeFor, reportError, summarizeError, writeJson } from "../output.js";
 import { ProgressReporter } from "../progress.js";
 import { renderMigrateText } from "../render/migrate-text.js";
@@ -17,6 +18,8 @@ export interface MigrateFlags {
   postcopy?: true;
   resume?: true;
   maxDowntime?: number;
+  copyStorage?: true;
+  nbd?: string;
   timeout?: number;
   json?: true;
   html?: string;
@@ -44,6 +47,8 @@ export async function migrateAction(opts: MigrateFlags, ctx: CliContext): Promis
   process.on("SIGTERM", onSignal);
   const reporter = new ProgressReporter(ctx.io.stderr);
   try {
+    if (opts.nbd !== undefined && !opts.copyStorage)
+      throw new UsageError("--nbd is only used with --copy-storage");
     const policy = await loadPolicy(opts.policy);
     const source = await connectMonitor(opts.source, "source");
     monitors.push(source);
@@ -58,6 +63,8 @@ export async function migrateAction(opts: MigrateFlags, ctx: CliContext): Promis
       postcopy: opts.postcopy ?? false,
       resume: opts.resume ?? false,
       ...(opts.maxDowntime !== undefined ? { maxDowntimeMs: opts.maxDowntime } : {}),
+      copyStorage: opts.copyStorage ?? false,
+      ...(opts.nbd !== undefined ? { nbd: opts.nbd } : {}),
       ...(opts.timeout !== undefined ? { timeoutMs: opts.timeout * 1000 } : {}),
       signal: controller.signal,
       onProgress: reporter.update,

@@ -19,6 +19,14 @@ function migrationUri(v: string): string {
   throw new InvalidArgumentError("expected unix:/path or tcp:HOST:PORT");
 }
 
+function nbdAddress(v: string): string {
+  if (v.startsWith("unix:") || v.startsWith("tcp:")) {
+    parseSocketAddress(v);
+    return v;
+  }
+  throw new InvalidArgumentError("expected unix:/path or tcp:HOST:PORT");
+}
+
 export function registerMigrate(program: Command, ctx: CliContext): void {
   program
     .command("migrate")
@@ -34,6 +42,15 @@ export function registerMigrate(program: Command, ctx: CliContext): void {
     )
     .option("--policy <file>", "policy file (YAML or JSON): allow, deny, map, defaults")
     .option("--postcopy", "send the bitmaps after the switchover (only for bitmaps on a single node)")
+    .option(
+      "--copy-storage",
+      "no shared storage: copy every disk to the destination's (empty) nodes, bitmaps included",
+    )
+    .option(
+      "--nbd <addr>",
+      "with --copy-storage: where the destination's NBD server listens, as the source reaches it (unix:/path or tcp:HOST:PORT; default: a private unix socket)",
+      nbdAddress,
+    )
     .option("--resume", "resume a paused destination (started with -S) once verified")
     .option(
       "--max-downtime <ms>",
