@@ -75,8 +75,9 @@ describeEachPair("bitferry migrate --copy-storage", (qp) => {
         { node: "disk0", bitmap: "daily" },
         { node: "base0", bitmap: "daily" },
       ]);
-      assert.equal(r.storage?.disks.length, 2);
-      for (const d of r.storage?.disks ?? []) {
+      const copies = r.storage?.disks ?? [];
+      assert.equal(copies.length, 2);
+      for (const d of copies) {
         assert.ok(d.complete, JSON.stringify(d));
         assert.equal(d.copiedBytes, d.totalBytes);
       }
