@@ -1,5 +1,5 @@
 import type { ProgressEvent } from "../migrate/progress.js";
-import { formatBytes } from "./render/plan-text.js";
+import { formatBytes } from "../util/format.js";
 
 /**
  * Draws run progress on stderr: one live line on a terminal, plain lines every few seconds (and at every phase

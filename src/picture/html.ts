@@ -3,7 +3,8 @@ import type { MigrateResult } from "../migrate/run.js";
 import type { Plan, PlanBitmap, PlanError } from "../policy/types.js";
 import type { Scene, Tone } from "./scene.js";
 import { LINK_COLOURS, TONES } from "./svg.js";
-import { esc, formatBytes, plural, SANS, MONO, truncate } from "./text.js";
+import { esc, plural, SANS, MONO, truncate } from "./text.js";
+import { formatBytes } from "../util/format.js";
 
 export interface PageInput {
   plan: Plan;

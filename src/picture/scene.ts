@@ -2,7 +2,8 @@ import type { BlockGraph, BlockNode, Drive } from "../graph/model.js";
 import type { MigrateResult } from "../migrate/run.js";
 import type { Verification, VerifiedBitmap } from "../migrate/verify.js";
 import type { Plan, PlanBitmap, PlanError } from "../policy/types.js";
-import { charCount, formatBytes, monoWidth, sansWidth, truncate } from "./text.js";
+import { charCount, monoWidth, sansWidth, truncate } from "./text.js";
+import { formatBytes } from "../util/format.js";
 
 /**
  * What the picture shows, with every box's size, before anything is placed: the layout engine only positions

@@ -81,19 +81,6 @@ export function sansWidth(s: string, size: number): number {
   return em * size;
 }
 
-const UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-
-export function formatBytes(n: number): string {
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < UNITS.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  const digits = u === 0 || Number.isInteger(v) ? 0 : v < 10 ? 2 : 1;
-  return `${v.toFixed(digits)} ${UNITS[u] ?? "B"}`;
-}
-
 export function plural(n: number, word: string, many = `${word}s`): string {
   return `${n} ${n === 1 ? word : many}`;
 }

@@ -153,7 +153,7 @@ describe("bitferry inspect", () => {
       /^image .*img\.qcow2 {2}qcow2 v3 {2}virtual size 20 MiB \(20972032 bytes\) {2}cluster size 64 KiB/,
     );
     assert.match(r.stdout, /│ daily +│ 64 KiB +│ auto +│ 131072 \(128 KiB\) +│ [0-9a-f]{64} │ 2 +│/);
-    assert.match(r.stdout, /│ fine +│ 512 bytes +│ - +│ 0 +│ [0-9a-f]{64} │ 0 +│/);
+    assert.match(r.stdout, /│ fine +│ 512 B +│ - +│ 0 +│ [0-9a-f]{64} │ 0 +│/);
     assert.match(
       r.stdout,
       /dirty extents of daily[^\n]*\n +1048576 +1114112 +65536 \(64 KiB\)\n +20971520 +20972032 +512\n/,

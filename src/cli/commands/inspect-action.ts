@@ -1,4 +1,5 @@
 import Table from "cli-table3";
+import { formatBytes } from "../../util/format.js";
 import {
   inspectErrorDocument,
   inspectImage,
@@ -92,21 +93,6 @@ function extentLines(extents: readonly InspectExtent[]): string[] {
       `  ${String(e.start).padStart(width)}  ${String(e.start + e.length).padStart(width)}  ` +
       `${e.length}${e.length >= 1024 ? ` (${formatBytes(e.length)})` : ""}`,
   );
-}
-
-const UNITS = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
-
-/** 65536 → "64 KiB", 1245184 → "1.19 MiB". */
-export function formatBytes(n: number): string {
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < UNITS.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  if (u === 0) return `${n} bytes`;
-  const text = Number.isInteger(v) ? String(v) : v.toFixed(2).replace(/\.?0+$/, "");
-  return `${text} ${UNITS[u] ?? ""}`;
 }
 
 /** Names come from the image: control characters are shown escaped, never sent to the terminal. */

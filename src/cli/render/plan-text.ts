@@ -1,19 +1,8 @@
 import Table from "cli-table3";
+import { formatBytes } from "../../util/format.js";
 import type { Colors } from "../output.js";
 import { addedDowntimeMs } from "../../policy/convergence.js";
 import type { Plan, PlanBitmap } from "../../policy/types.js";
-
-export function formatBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-  let v = n / 1024;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i] ?? "PiB"}`;
-}
 
 export function formatMs(ms: number): string {
   if (ms < 1) return `${Math.max(1, Math.round(ms * 1000))} µs`;
