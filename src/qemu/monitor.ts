@@ -30,6 +30,19 @@ export class QemuReplyError extends BitferryError {
   }
 }
 
+/** Checks one QMP reply against its schema; a mismatch is a QemuReplyError naming the command and the field. */
+export function validateReply<T extends z.ZodType>(schema: T, command: string, raw: unknown): z.infer<T> {
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new QemuReplyError(
+      command,
+      issue ? `${issue.path.join(".") || "(root)"}: ${issue.message}` : "invalid",
+    );
+  }
+  return parsed.data;
+}
+
 export interface BitmapRef {
   node: string;
   name: string;
@@ -82,16 +95,7 @@ export class QemuMonitor {
     args?: Record<string, unknown>,
     options?: ExecuteOptions,
   ): Promise<z.infer<T>> {
-    const raw = await this.qmp.execute(command, args, options);
-    const parsed = schema.safeParse(raw);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      throw new QemuReplyError(
-        command,
-        issue ? `${issue.path.join(".") || "(root)"}: ${issue.message}` : "invalid",
-      );
-    }
-    return parsed.data;
+    return validateReply(schema, command, await this.qmp.execute(command, args, options));
   }
 
   /** Runs a command whose reply carries nothing (`{}`). */

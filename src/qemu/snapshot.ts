@@ -1,6 +1,6 @@
 import type { z } from "zod";
 import { QmpCommandError } from "../qmp/errors.js";
-import { QemuReplyError, type QemuFeatures, type QemuMonitor } from "./monitor.js";
+import { validateReply, type QemuFeatures, type QemuMonitor } from "./monitor.js";
 import {
   BlockGraph,
   BlockInfoList,
@@ -96,32 +96,32 @@ export async function captureRawSnapshot(mon: QemuMonitor): Promise<RawSnapshot>
   };
 }
 
-function parse<T extends z.ZodType>(schema: T, command: string, raw: unknown): z.infer<T> {
-  const r = schema.safeParse(raw);
-  if (!r.success) {
-    const issue = r.error.issues[0];
-    throw new QemuReplyError(
-      command,
-      issue ? `${issue.path.join(".") || "(root)"}: ${issue.message}` : "invalid",
-    );
-  }
-  return r.data;
-}
-
 /** Validates a raw snapshot. Pure. */
 export function parseSnapshot(raw: RawSnapshot): QemuSnapshot {
-  const v = parse(VersionInfo, "query-version", raw.version);
-  const caps = parse(MigrationCapabilityList, "query-migrate-capabilities", raw.migrationCapabilities);
+  const v = validateReply(VersionInfo, "query-version", raw.version);
+  const caps = validateReply(
+    MigrationCapabilityList,
+    "query-migrate-capabilities",
+    raw.migrationCapabilities,
+  );
   const mem =
-    raw.memory === null ? undefined : parse(MemorySizeSummary, "query-memory-size-summary", raw.memory);
+    raw.memory === null
+      ? undefined
+      : validateReply(MemorySizeSummary, "query-memory-size-summary", raw.memory);
   return {
     version: { ...v.qemu, package: v.package },
-    runState: parse(StatusInfo, "query-status", raw.status).status,
-    namedNodes: parse(NamedBlockNodes, "query-named-block-nodes", raw.namedNodes),
-    blockBackends: parse(BlockInfoList, "query-block", raw.blockBackends),
+    runState: validateReply(StatusInfo, "query-status", raw.status).status,
+    namedNodes: validateReply(NamedBlockNodes, "query-named-block-nodes", raw.namedNodes),
+    blockBackends: validateReply(BlockInfoList, "query-block", raw.blockBackends),
     blockGraph:
-      raw.blockGraph === null ? undefined : parse(BlockGraph, "x-debug-query-block-graph", raw.blockGraph),
-    migrationParameters: parse(MigrationParameters, "query-migrate-parameters", raw.migrationParameters),
+      raw.blockGraph === null
+        ? undefined
+        : validateReply(BlockGraph, "x-debug-query-block-graph", raw.blockGraph),
+    migrationParameters: validateReply(
+      MigrationParameters,
+      "query-migrate-parameters",
+      raw.migrationParameters,
+    ),
     migrationCapabilities: Object.fromEntries(caps.map((c) => [c.capability, c.state])),
     guestMemoryBytes: mem ? mem["base-memory"] + (mem["plugged-memory"] ?? 0) : undefined,
     features: raw.features,

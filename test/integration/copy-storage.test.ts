@@ -1,31 +1,16 @@
 import { it } from "node:test";
 import assert from "node:assert/strict";
-import { migrate, type MigrateResult } from "../../src/migrate/run.js";
-import type { ProgressEvent } from "../../src/migrate/progress.js";
+import type { MigrateOptions, MigrateResult } from "../../src/migrate/run.js";
 import type { Lab } from "../../src/lab/lab.js";
 import type { QemuProcess } from "../../src/lab/process.js";
 import * as S from "../../src/lab/scenarios.js";
 import { validatePolicy } from "../../src/policy/file.js";
 import { bitmapStates, storedBitmaps, type BitmapState } from "../helpers/bitmaps.js";
 import { withLab } from "../helpers/lab.js";
+import { onceAt, runMigration } from "../helpers/migrate.js";
 import { describeEachPair } from "../helpers/pairs.js";
 
 const POLICY = validatePolicy({ map: [{ source: "disk0", target: "vda" }] }, "test");
-
-function run(
-  lab: Lab,
-  pair: S.ScenarioPair,
-  extra: Partial<Parameters<typeof migrate>[0]> = {},
-): Promise<MigrateResult> {
-  return migrate({
-    source: pair.source.monitor,
-    destination: pair.destination.monitor,
-    uri: `unix:${lab.path("mig.sock")}`,
-    policy: POLICY,
-    copyStorage: true,
-    ...extra,
-  });
-}
 
 /** No export, NBD client node, job or temporary bitmap of bitferry's is left on a side. */
 async function assertNoLeftovers(proc: QemuProcess, before?: Map<string, BitmapState>): Promise<void> {
@@ -52,15 +37,8 @@ async function assertNoLeftovers(proc: QemuProcess, before?: Map<string, BitmapS
   }
 }
 
-function once(pred: (e: ProgressEvent) => boolean, act: () => void): (e: ProgressEvent) => void {
-  let done = false;
-  return (e) => {
-    if (!done && pred(e)) {
-      done = true;
-      act();
-    }
-  };
-}
+const run = (lab: Lab, pair: S.ScenarioPair, extra: Partial<MigrateOptions> = {}): Promise<MigrateResult> =>
+  runMigration(lab, pair, { policy: POLICY, copyStorage: true, ...extra });
 
 describeEachPair("bitferry migrate --copy-storage", (qp) => {
   it("copies two disks, merges a backing chain's bitmaps, verifies every bitmap, leaves nothing behind", async () => {
@@ -116,7 +94,7 @@ describeEachPair("bitferry migrate --copy-storage", (qp) => {
       const pair = await S.copyStorage.setup(lab, qp.options);
       const before = await bitmapStates(pair.source);
       const r = await run(lab, pair, {
-        onProgress: once(
+        onProgress: onceAt(
           (e) => e.phase === "copy" && e.copiedBytes !== undefined && e.message === undefined,
           () => {
             pair.destination.kill("SIGKILL");
@@ -157,7 +135,7 @@ describeEachPair("bitferry migrate --copy-storage", (qp) => {
       const ac = new AbortController();
       const r = await run(lab, pair, {
         signal: ac.signal,
-        onProgress: once(
+        onProgress: onceAt(
           (e) => e.status === "pre-switchover",
           () => {
             ac.abort("test");

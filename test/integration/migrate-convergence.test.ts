@@ -1,25 +1,12 @@
 import { it } from "node:test";
 import assert from "node:assert/strict";
-import { migrate, type MigrateResult } from "../../src/migrate/run.js";
+
 import { planMigration } from "../../src/migrate/plan.js";
-import type { Lab } from "../../src/lab/lab.js";
 import * as S from "../../src/lab/scenarios.js";
 import { bitmapStates } from "../helpers/bitmaps.js";
 import { withLab } from "../helpers/lab.js";
+import { runMigration } from "../helpers/migrate.js";
 import { describeEachPair } from "../helpers/pairs.js";
-
-function run(
-  lab: Lab,
-  pair: S.ScenarioPair,
-  extra: Partial<Parameters<typeof migrate>[0]> = {},
-): Promise<MigrateResult> {
-  return migrate({
-    source: pair.source.monitor,
-    destination: pair.destination.monitor,
-    uri: `unix:${lab.path("mig.sock")}`,
-    ...extra,
-  });
-}
 
 describeEachPair("bitmap payloads above QEMU's precopy threshold (four 64 GiB nodes, no guest RAM)", (qp) => {
   it("plan warns; migrate without --max-downtime stops cleanly with the numbers", async () => {
@@ -33,7 +20,7 @@ describeEachPair("bitmap payloads above QEMU's precopy threshold (four 64 GiB no
       assert.ok(w, "plan predicted it");
       assert.match(w.message, /1572864 bytes/);
 
-      const r = await run(lab, pair);
+      const r = await runMigration(lab, pair);
       assert.equal(r.error?.code, "NOT_CONVERGING");
       assert.match(r.error.message, /1572864 bytes.*Mbit\/s.*--max-downtime \d+/);
       assert.doesNotMatch(r.error.message, /--postcopy/, "postcopy is not offered for bitmaps on four nodes");
@@ -51,7 +38,7 @@ describeEachPair("bitmap payloads above QEMU's precopy threshold (four 64 GiB no
   it("with --max-downtime large enough it completes, every bitmap verified, downtime-limit restored", async () => {
     await withLab(async (lab) => {
       const pair = await S.largeBitmaps.setup(lab, { ...qp.options, paused: true });
-      const r = await run(lab, pair, { maxDowntimeMs: 120_000 });
+      const r = await runMigration(lab, pair, { maxDowntimeMs: 120_000 });
       assert.equal(r.ok, true, JSON.stringify(r.error));
       assert.equal(r.bitmaps.length, 12);
       for (const b of r.bitmaps) assert.equal(b.verified, "strict");
@@ -69,7 +56,7 @@ describeEachPair("bitmap payloads above QEMU's precopy threshold (four 64 GiB no
         !plan.warnings.some((w) => w.code === "PRECOPY_MAY_NOT_CONVERGE"),
         "postcopy takes the bitmaps out of the threshold",
       );
-      const r = await run(lab, pair, { postcopy: true, resume: true });
+      const r = await runMigration(lab, pair, { postcopy: true, resume: true });
       assert.equal(r.ok, true, JSON.stringify(r.error));
       assert.equal(r.migration.postcopy, true);
       assert.equal(r.bitmaps.length, 3);

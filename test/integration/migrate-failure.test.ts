@@ -1,28 +1,14 @@
 import { it } from "node:test";
 import assert from "node:assert/strict";
-import { migrate, type MigrateResult } from "../../src/migrate/run.js";
-import type { ProgressEvent } from "../../src/migrate/progress.js";
+
 import type { Lab } from "../../src/lab/lab.js";
 import * as S from "../../src/lab/scenarios.js";
-import { validatePolicy } from "../../src/policy/file.js";
 import { bitmapStates, storedBitmaps, type BitmapState } from "../helpers/bitmaps.js";
+import type { MigrateResult } from "../../src/migrate/run.js";
 import { withLab } from "../helpers/lab.js";
+import { onceAt, runMigration } from "../helpers/migrate.js";
 import { describeEachPair } from "../helpers/pairs.js";
 import { spawnCli } from "../helpers/cli.js";
-
-function run(
-  lab: Lab,
-  pair: S.ScenarioPair,
-  extra: Partial<Parameters<typeof migrate>[0]> = {},
-): Promise<MigrateResult> {
-  return migrate({
-    source: pair.source.monitor,
-    destination: pair.destination.monitor,
-    uri: `unix:${lab.path("mig.sock")}`,
-    policy: validatePolicy({}, "test"),
-    ...extra,
-  });
-}
 
 /**
  * The guarantee after any failure: the source runs as before, every bitmap is present, unchanged and not busy,
@@ -57,24 +43,14 @@ async function assertSourceIntact(
     assert.equal(s.flags.includes("auto"), !disabled.includes(s.name), `${s.name} enabled state stored`);
 }
 
-function once(pred: (e: ProgressEvent) => boolean, act: () => void): (e: ProgressEvent) => void {
-  let done = false;
-  return (e) => {
-    if (!done && pred(e)) {
-      done = true;
-      act();
-    }
-  };
-}
-
 describeEachPair("bitferry migrate: failures leave the source whole", (qp) => {
   it("the destination killed while the migration is active", async () => {
     await withLab(async (lab) => {
       const pair = await S.stallingPersistent.setup(lab, qp.options);
       const before = await bitmapStates(pair.source);
-      const r = await run(lab, pair, {
+      const r = await runMigration(lab, pair, {
         maxDowntimeMs: 60_000,
-        onProgress: once(
+        onProgress: onceAt(
           (e) => e.status === "active",
           () => {
             pair.destination.kill("SIGKILL");
@@ -99,10 +75,10 @@ describeEachPair("bitferry migrate: failures leave the source whole", (qp) => {
       const pair = await S.stallingPersistent.setup(lab, { ...qp.options, paused: true });
       const before = await bitmapStates(pair.source);
       const ac = new AbortController();
-      const r = await run(lab, pair, {
+      const r = await runMigration(lab, pair, {
         maxDowntimeMs: 60_000,
         signal: ac.signal,
-        onProgress: once(
+        onProgress: onceAt(
           (e) => e.status === "pre-switchover",
           () => {
             ac.abort("test");
@@ -181,7 +157,7 @@ describeEachPair("bitferry migrate: failures leave the source whole", (qp) => {
       const pair = await S.stallingPersistent.setup(lab, qp.options);
       const before = await bitmapStates(pair.source);
       // A downtime bound too small to ever converge keeps the migration active until the timeout.
-      const r = await run(lab, pair, { timeoutMs: 1000, maxDowntimeMs: 301 });
+      const r = await runMigration(lab, pair, { timeoutMs: 1000, maxDowntimeMs: 301 });
       assert.ok(["TIMEOUT", "NOT_CONVERGING"].includes(r.error?.code ?? ""), JSON.stringify(r.error));
       await assertSourceIntact(lab, pair, before, lab.path("big.qcow2"));
     });

@@ -1,28 +1,14 @@
 import { it } from "node:test";
 import assert from "node:assert/strict";
-import { migrate, type MigrateResult } from "../../src/migrate/run.js";
+import type { MigrateOptions, MigrateResult } from "../../src/migrate/run.js";
 import type { Lab } from "../../src/lab/lab.js";
 import * as S from "../../src/lab/scenarios.js";
 import { validatePolicy } from "../../src/policy/file.js";
 import { bitmapStates } from "../helpers/bitmaps.js";
 import { withLab } from "../helpers/lab.js";
+import { runMigration } from "../helpers/migrate.js";
 import { describeEachPair } from "../helpers/pairs.js";
 import { runCli } from "../helpers/cli.js";
-
-function run(
-  lab: Lab,
-  pair: S.ScenarioPair,
-  policy: unknown = {},
-  extra: Partial<Parameters<typeof migrate>[0]> = {},
-): Promise<MigrateResult> {
-  return migrate({
-    source: pair.source.monitor,
-    destination: pair.destination.monitor,
-    uri: `unix:${lab.path("mig.sock")}`,
-    policy: validatePolicy(policy, "test"),
-    ...extra,
-  });
-}
 
 /** Every migrating bitmap of the plan is on the destination with the planned name, persistence, state and content. */
 async function assertArrived(
@@ -52,6 +38,14 @@ async function assertArrived(
   }
   for (const v of r.bitmaps) assert.equal(v.verified, "strict", `${v.target.bitmap}: ${v.reason ?? ""}`);
 }
+
+/** Migrates with a policy given as the file's data. */
+const run = (
+  lab: Lab,
+  pair: S.ScenarioPair,
+  policy: unknown = {},
+  extra: Partial<MigrateOptions> = {},
+): Promise<MigrateResult> => runMigration(lab, pair, { policy: validatePolicy(policy, "test"), ...extra });
 
 describeEachPair("bitferry migrate: successful migrations, strictly verified", (qp) => {
   it("-drive under a running drive-mirror", async () => {
