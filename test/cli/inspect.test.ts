@@ -1,54 +1,19 @@
 import { before, after, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { readFile, writeFile } from "node:fs/promises";
-import path from "node:path";
-import { PassThrough } from "node:stream";
-import { main } from "../../src/cli/main.js";
-import type { CliIO } from "../../src/cli/output.js";
 import { Lab } from "../../src/lab/lab.js";
 import { qcow2Blockdev } from "../../src/lab/topology.js";
 import type { InspectDocument, InspectErrorDocument } from "../../src/qcow2/inspect.js";
 import { layoutOf, setU8 } from "../qcow2/helpers/bytes.js";
 import { qemuIoWrite, qemuView } from "../qcow2/helpers/qemu.js";
+import { runCli, spawnCli, type CliRun } from "../helpers/cli.js";
 
 const MiB = 1024 * 1024;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+type Run = CliRun;
 
-async function cli(...args: string[]): Promise<Run> {
-  const out = new PassThrough();
-  const err = new PassThrough();
-  let stdout = "";
-  let stderr = "";
-  out.on("data", (c: Buffer) => (stdout += c.toString()));
-  err.on("data", (c: Buffer) => (stderr += c.toString()));
-  const io: CliIO = { stdout: out, stderr: err };
-  const code = await main(args, io);
-  return { code, stdout, stderr };
-}
-
-function spawnCli(...args: string[]): Promise<Run> {
-  const root = path.join(import.meta.dirname, "..", "..");
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", path.join(root, "src/cli/main.ts"), ...args], {
-      cwd: root,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
-    child.on("error", reject);
-    child.on("close", (code) => {
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
-  });
-}
+const cli = (...args: string[]): Promise<CliRun> => runCli(args);
+const spawn = (...args: string[]): Promise<CliRun> => spawnCli(args);
 
 /** Exactly one JSON document on stdout. */
 function json(r: Run): unknown {
@@ -216,9 +181,9 @@ describe("bitferry inspect", () => {
 
   it("sets the real process exit status", async () => {
     const [ok, bad, gone] = await Promise.all([
-      spawnCli("inspect", image, "--json", "--sha256"),
-      spawnCli("inspect", corrupt, "--json"),
-      spawnCli("inspect", lab.path("gone.qcow2")),
+      spawn("inspect", image, "--json", "--sha256"),
+      spawn("inspect", corrupt, "--json"),
+      spawn("inspect", lab.path("gone.qcow2")),
     ]);
     assert.equal(ok.code, 0, ok.stderr);
     assert.equal((json(ok) as InspectDocument).bitmaps.length, 2);
