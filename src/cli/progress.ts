@@ -10,6 +10,7 @@ export class ProgressReporter {
   private lastStatus: string | undefined;
   private lastLine = 0;
   private live = false;
+  private lastMessage: string | undefined;
 
   constructor(
     private readonly out: NodeJS.WritableStream & { isTTY?: boolean },
@@ -19,7 +20,13 @@ export class ProgressReporter {
   readonly update = (e: ProgressEvent): void => {
     const text = describe(e);
     if (this.out.isTTY) {
-      this.out.write(`\r\x1b[2K${text}`);
+      // Messages (what bitferry decided, such as raising downtime-limit) stay on screen; the bar is redrawn below.
+      const { message, ...rest } = e;
+      if (message !== undefined && message !== this.lastMessage) {
+        this.out.write(`\r\x1b[2K${describe(rest, false)} - ${message}\n`);
+        this.lastMessage = message;
+      }
+      this.out.write(`\r\x1b[2K${describe(rest, true)}`);
       this.live = true;
       if (e.phase === "done") this.end();
       return;
@@ -43,16 +50,51 @@ export class ProgressReporter {
   }
 }
 
-function describe(e: ProgressEvent): string {
+const BAR_WIDTH = 24;
+
+/** A text bar for a known fraction: `[#########-----------]  45%`. */
+export function bar(done: number, total: number): string {
+  const f = total > 0 ? Math.min(1, Math.max(0, done / total)) : 0;
+  const n = Math.round(f * BAR_WIDTH);
+  return `[${"#".repeat(n)}${"-".repeat(BAR_WIDTH - n)}] ${String(Math.floor(f * 100)).padStart(3)}%`;
+}
+
+/** Where the bitmaps are, in words: they travel only at the switchover (or after it, in postcopy). */
+function bitmapPhase(e: ProgressEvent): string | undefined {
+  switch (e.phase) {
+    case "copy":
+    case "migrating":
+      return e.bitmapBytes === undefined
+        ? undefined
+        : `bitmaps: ${formatBytes(e.bitmapBytes)} wait for the switchover`;
+    case "switchover":
+      return e.status === "pre-switchover" ? "bitmaps: source stopped, hashing" : "bitmaps: on the wire";
+    case "completing":
+      return "bitmaps: arriving";
+    case "verifying":
+      return "bitmaps: verifying";
+    case "plan":
+    case "setup":
+    case "repair":
+    case "done":
+      return undefined;
+  }
+}
+
+function describe(e: ProgressEvent, withBar = false): string {
   const t = `[${(e.elapsedMs / 1000).toFixed(1)}s]`;
   const parts = [t, e.phase];
   if (e.status) parts.push(`(${e.status})`);
+  if (withBar && e.copyTotalBytes !== undefined) parts.push(bar(e.copiedBytes ?? 0, e.copyTotalBytes));
+  else if (withBar && e.transferredBytes !== undefined && e.remainingBytes !== undefined) {
+    parts.push(bar(e.transferredBytes, e.transferredBytes + e.remainingBytes));
+  }
   if (e.copyTotalBytes !== undefined)
     parts.push(`copied ${formatBytes(e.copiedBytes ?? 0)} of ${formatBytes(e.copyTotalBytes)}`);
   if (e.transferredBytes !== undefined) parts.push(`sent ${formatBytes(e.transferredBytes)}`);
   if (e.remainingBytes !== undefined) parts.push(`remaining ${formatBytes(e.remainingBytes)}`);
-  if (e.bitmapBytes !== undefined && e.phase === "migrating")
-    parts.push(`bitmaps ${formatBytes(e.bitmapBytes)} at switchover`);
+  const bitmaps = bitmapPhase(e);
+  if (bitmaps) parts.push(`· ${bitmaps}`);
   if (e.message) parts.push(`- ${e.message}`);
   return parts.join(" ");
 }
