@@ -40,10 +40,8 @@ describe("progress", () => {
     r.update({ phase: "done", elapsedMs: 1000 });
     const t = s.text();
     assert.match(t, /copy .*- copying 1 disk\(s\)\n/);
-    assert.match(
-      t,
-      /\r\x1b\[2K\[0\.9s\] migrating \(active\) \[#{7}-{17}\]  30% sent 30 B remaining 70 B · bitmaps: 4 KiB wait for the switchover/,
-    );
+    const live = `\r\u001b[2K[0.9s] migrating (active) [${"#".repeat(7)}${"-".repeat(17)}]  30% sent 30 B remaining 70 B · bitmaps: 4 KiB wait for the switchover`;
+    assert.ok(t.includes(live), t);
     assert.ok(t.endsWith("\n"), "the live line is ended when the run is done");
   });
 
