@@ -4,7 +4,7 @@ import type { CliContext } from "../main.js";
 export function registerInspect(program: Command, ctx: CliContext): void {
   program
     .command("inspect")
-    .summary("show the persistent dirty bitmaps stored in a qcow2 image")
+    .summary("Show the persistent dirty bitmaps stored in a qcow2 image, read offline.")
     .description(
       "Show the persistent dirty bitmaps stored in a qcow2 image, read offline. The file is opened read-only " +
         "and without a lock, so an image a running QEMU holds can be read: its bitmaps then show as in use, " +

@@ -64,10 +64,7 @@ export function registerMigrate(program: Command, ctx: CliContext): void {
     )
     .option("--json", "print the result as one JSON document on stdout (progress goes to stderr)")
     .addOption(
-      new Option(
-        "--html <file>",
-        "also write the plan and verification as a self-contained HTML picture",
-      ).hideHelp(),
+      new Option("--html <file>", "also write the plan and verification as a self-contained HTML picture"),
     )
     .addHelpText(
       "after",
