@@ -9,6 +9,7 @@ import { RunError, type RunErrorCode } from "./errors.js";
 import { planMigration, type PlanRequest, type PlanResult } from "./plan.js";
 import type { ProgressListener, RunPhase } from "./progress.js";
 import { repairPersistence, type RepairOutcome } from "./repair.js";
+import { qemuPendingBytes } from "../policy/convergence.js";
 import { judgeBitmap, type SourceRecord, type VerifiedBitmap } from "./verify.js";
 import { StorageCopy, type DiskCopy } from "./storage.js";
 import { isStream, type MergeGroup } from "../policy/work.js";
@@ -115,6 +116,7 @@ class MigrationRun {
   private readonly abort = new AbortController();
   private readonly cleanups: (() => void)[] = [];
   private wake: (() => void) | undefined;
+  private pendingWake = false;
   private planResult: PlanResult | undefined;
   private migrating: PlanBitmap[] = [];
   private readonly temporaries = new Map<PlanBitmap, MergeGroup>();
@@ -165,7 +167,8 @@ class MigrationRun {
       await this.setup();
       await this.startMigration();
       const info = await this.follow();
-      this.lastInfo = info;
+      this.lastInfo = await this.finalTimes(info);
+      await this.recordSource();
       await this.finishCopy();
       await this.completeDestination();
       const verified = await this.verify();
@@ -240,9 +243,11 @@ class MigrationRun {
       this.cleanups.push(
         side.mon.qmp.onClose(() => {
           side.lost = true;
-          this.wake?.();
+          this.notify();
         }),
-        side.mon.qmp.on("MIGRATION", () => this.wake?.()),
+        side.mon.qmp.on("MIGRATION", () => {
+          this.notify();
+        }),
       );
     }
     const user = this.o.signal;
@@ -269,7 +274,18 @@ class MigrationRun {
         clearTimeout(t);
       });
     }
-    this.abort.signal.addEventListener("abort", () => this.wake?.());
+    this.abort.signal.addEventListener("abort", () => {
+      this.notify();
+    });
+  }
+
+  /**
+   * Something changed: wake the loop now. An event that arrives while the loop is busy with a command is kept, so
+   * the next pause returns at once instead of sleeping through it (a missed wake-up once cost 200 ms of downtime).
+   */
+  private notify(): void {
+    if (this.wake) this.wake();
+    else this.pendingWake = true;
   }
 
   /** Throws if the run was interrupted or timed out. */
@@ -280,6 +296,10 @@ class MigrationRun {
   /** Waits up to `ms`, waking early on a MIGRATION event, a lost monitor or an abort. */
   private async pause(ms: number): Promise<void> {
     this.checkpoint();
+    if (this.pendingWake) {
+      this.pendingWake = false;
+      return;
+    }
     await new Promise<void>((resolve) => {
       const t = setTimeout(done, ms);
       function done(): void {
@@ -548,9 +568,10 @@ class MigrationRun {
     const payload = this.plan().payloadBytes;
     const mbps = Math.max(info.ram?.mbps ?? 0, 0.1);
     const current = this.downtimeRaised ?? this.downtimeOriginal ?? 300;
-    const neededMs = Math.ceil(((payload * 8) / (mbps * 1e6)) * 1000);
+    // QEMU weighs the payload as one byte per granule (eight times what it sends), so that is what must fit.
+    const neededMs = Math.ceil(((qemuPendingBytes(payload) * 8) / (mbps * 1e6)) * 1000);
     const numbers =
-      `the bitmaps add ${payload} bytes that QEMU sends only at the switchover, and it estimates the link at ` +
+      `the bitmaps add ${payload} bytes that QEMU sends only at the switchover (and counts as ${qemuPendingBytes(payload)} while it decides), and it estimates the link at ` +
       `${mbps.toFixed(1)} Mbit/s, so it needs a downtime-limit of about ${neededMs} ms (now ${current} ms)`;
     const max = this.o.maxDowntimeMs;
     if (max === undefined) {
@@ -598,34 +619,13 @@ class MigrationRun {
     );
   }
 
-  /** The source is stopped at `pre-switchover`: record every migrating bitmap, then let QEMU switch over. */
+  /**
+   * The source is stopped at `pre-switchover`: the last moment a cancel leaves everything as it was. bitferry lets
+   * QEMU switch over at once and hashes the bitmaps after completion instead, when the source is stopped for good
+   * (postmigrate) and its bitmaps are exactly what it sent: hashing here would add its time to the downtime.
+   */
   private async switchover(): Promise<void> {
-    this.progress("switchover", { status: "pre-switchover", message: "source stopped: hashing bitmaps" });
-    const graph = this.planResult?.source.graph;
-    const hash = this.planResult?.source.facts.features.bitmapSha256 ?? false;
-    const nodes = await this.on(this.src, (m) => m.namedBlockNodes(), "reading bitmaps at the switchover");
-    const byName = new Map(nodes.map((n) => [n["node-name"], n]));
-    const records = await Promise.all(
-      this.migrating.map(async (b) => {
-        const n = byName.get(b.source.node);
-        const info = n?.["dirty-bitmaps"]?.find((x) => x.name === this.readName(b));
-        const node = graph?.nodes.find((x) => x.name === b.source.node);
-        const underFormat =
-          graph?.nodes.some((p) => p.children.some((c) => c.node === b.source.node && c.role === "file")) ??
-          false;
-        const sha = hash
-          ? await this.on(this.src, (m) => m.bitmapSha256(b.source.node, this.readName(b)), "hashing bitmaps")
-          : null;
-        const rec: SourceRecord = {
-          sha256: sha,
-          count: info?.count ?? b.source.dirtyBytes,
-          nodeSize: n?.image["virtual-size"] ?? node?.size ?? 0,
-          mayChangeAtSwitchover: underFormat && PROTOCOL_DRIVERS.has(node?.driver ?? ""),
-        };
-        return [b, rec] as const;
-      }),
-    );
-    this.sourceRecords = new Map(records);
+    this.progress("switchover", { status: "pre-switchover", message: "source stopped: switching over" });
     this.checkpoint();
     this.continued = true;
     await this.on(
@@ -633,7 +633,47 @@ class MigrationRun {
       (m) => m.migrateContinue("pre-switchover"),
       "continuing after the switchover pause",
     );
-    this.progress("switchover", { status: "device", message: "switching over" });
+    this.progress("switchover", { status: "device" });
+  }
+
+  /** After completion (the source stopped, its disks handed over): what each migrated bitmap was. */
+  private async recordSource(): Promise<void> {
+    const graph = this.planResult?.source.graph;
+    const hash = this.planResult?.source.facts.features.bitmapSha256 ?? false;
+    const nodes = await this.on(this.src, (m) => m.namedBlockNodes(), "reading the migrated bitmaps");
+    const byName = new Map(nodes.map((n) => [n["node-name"], n]));
+    const graphNodes = new Map((graph?.nodes ?? []).map((n) => [n.name, n]));
+    const fileChildren = new Set(
+      (graph?.nodes ?? []).flatMap((n) => n.children.filter((c) => c.role === "file").map((c) => c.node)),
+    );
+    const records = await Promise.all(
+      this.migrating.map(async (b) => {
+        const n = byName.get(b.source.node);
+        const info = n?.["dirty-bitmaps"]?.find((x) => x.name === this.readName(b));
+        const node = graphNodes.get(b.source.node);
+        const sha = hash
+          ? await this.on(this.src, (m) => m.bitmapSha256(b.source.node, this.readName(b)), "hashing bitmaps")
+          : null;
+        const rec: SourceRecord = {
+          sha256: sha,
+          count: info?.count ?? b.source.dirtyBytes,
+          nodeSize: n?.image["virtual-size"] ?? node?.size ?? 0,
+          mayChangeAtSwitchover: fileChildren.has(b.source.node) && PROTOCOL_DRIVERS.has(node?.driver ?? ""),
+        };
+        return [b, rec] as const;
+      }),
+    );
+    this.sourceRecords = new Map(records);
+  }
+
+  /** QEMU reports `completed` a moment before it fills in the times: read them once they are there. */
+  private async finalTimes(info: MigrationInfo): Promise<MigrationInfo> {
+    let last = info;
+    for (let i = 0; i < 20 && !last["total-time"]; i++) {
+      await sleep(10);
+      last = await this.on(this.src, (m) => m.migrationInfo(), "reading the migration's times");
+    }
+    return last;
   }
 
   /** After the source completed: wait for the destination to complete and settle its run state. */
@@ -686,11 +726,14 @@ class MigrationRun {
     let nodes = await this.on(this.dst, (m) => m.namedBlockNodes(), "verifying");
     // Postcopy delivers bitmaps after the switchover: wait until none of ours is busy.
     for (let i = 0; i < 100; i++) {
-      const busy = this.migrating.some((b) => {
-        const t = b.target;
-        const n = nodes.find((x) => x["node-name"] === t?.node);
-        return n?.["dirty-bitmaps"]?.some((x) => x.name === t?.bitmap && x.busy) ?? false;
-      });
+      const busyNames = new Set(
+        nodes.flatMap((n) =>
+          (n["dirty-bitmaps"] ?? []).filter((x) => x.busy).map((x) => `${n["node-name"]}/${x.name ?? ""}`),
+        ),
+      );
+      const busy = this.migrating.some(
+        (b) => b.target !== null && busyNames.has(`${b.target.node}/${b.target.bitmap}`),
+      );
       if (!busy) break;
       await this.pause(100);
       nodes = await this.on(this.dst, (m) => m.namedBlockNodes(), "verifying");

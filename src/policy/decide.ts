@@ -1,7 +1,7 @@
 import { GraphLookup, type Resolved } from "../graph/lookup.js";
 import type { Bitmap, BlockNode } from "../graph/model.js";
 import { runChecks } from "./checks.js";
-import { bitmapPayloadBytes, predictConvergence } from "./convergence.js";
+import { bitmapPayloadBytes, predictConvergence, qemuPendingBytes } from "./convergence.js";
 import { compilePattern, firstMatch, type CompiledPattern } from "./glob.js";
 import type { MapEntry, PlanBitmap, PlanError, PlanWarning, Policy, Rule } from "./types.js";
 import { decideChains, planDisks, type DiskPair } from "./copy-storage.js";
@@ -109,7 +109,8 @@ export function decide(input: PlanInput): Decisions {
       warnings.push({
         code: "PRECOPY_MAY_NOT_CONVERGE",
         message:
-          `the bitmaps add ${payloadBytes} bytes that QEMU sends only at the switchover; it switches over only when ` +
+          `the bitmaps add ${payloadBytes} bytes that QEMU sends only at the switchover (it counts them as ` +
+          `${qemuPendingBytes(payloadBytes)}); it switches over only when ` +
           `they fit its bandwidth estimate times downtime-limit (${input.sourceQemu.downtimeLimitMs} ms), which needs ` +
           `${p.requiredMbps.toFixed(1)} Mbit/s, and ${ram}QEMU is expected to estimate about ${p.expectedMbps.toFixed(0)} Mbit/s. ` +
           `Allow a longer switchover with --max-downtime ${p.neededDowntimeMs * 2} (bitferry raises downtime-limit only ` +
