@@ -1,0 +1,64 @@
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import { symlink, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { promisify } from "node:util";
+
+const execFileP = promisify(execFile);
+
+export const ROOT = path.resolve(import.meta.dirname, "../..");
+
+export interface CompiledTree {
+  /** Directory holding package.json, node_modules (a link) and build/. */
+  dir: string;
+  /** The compiled CLI, as bin/bitferry.js runs it. */
+  cli: string;
+  /** The compiled planning child (bench/planning/child.ts). */
+  planningChild: string;
+  /** The compiled floor script (bench/floor/plan-floor.ts). */
+  planFloor: string;
+  /** How long tsc took, ms (not a benchmark: it says how stale the numbers can be). */
+  compileMs: number;
+  /** tsc's complaints about other files in the tree (it still emits), for the log. */
+  diagnostics: string;
+}
+
+/**
+ * Compiles src/ and the benchmark's own scripts with tsc into `dir`, as `npm run build` compiles src/ for users:
+ * child processes must run the JavaScript users run, not tsx's on-the-fly transform (which wraps every function
+ * in a naming helper and would make bitferry look slower than it is).
+ */
+export async function compileTree(dir: string): Promise<CompiledTree> {
+  const out = path.join(dir, "build");
+  const t0 = performance.now();
+  let diagnostics = "";
+  try {
+    await execFileP(process.execPath, [
+      path.join(ROOT, "node_modules/typescript/bin/tsc"),
+      "-p",
+      path.join(ROOT, "bench/tsconfig.build.json"),
+      "--outDir",
+      out,
+    ]);
+  } catch (err) {
+    // tsc exits non-zero for type errors anywhere in the tree but still emits; only missing output matters.
+    diagnostics = (err as { stdout?: string }).stdout ?? String(err);
+  }
+  const compileMs = performance.now() - t0;
+  // Without it Node would first try every file as CommonJS (module-type detection), a start-up cost users never pay.
+  await writeFile(path.join(dir, "package.json"), JSON.stringify({ type: "module", private: true }));
+  if (!existsSync(path.join(dir, "node_modules")))
+    await symlink(path.join(ROOT, "node_modules"), path.join(dir, "node_modules"));
+  const tree: CompiledTree = {
+    dir,
+    cli: path.join(out, "src/cli/main.js"),
+    planningChild: path.join(out, "bench/planning/child.js"),
+    planFloor: path.join(out, "bench/floor/plan-floor.js"),
+    compileMs,
+    diagnostics,
+  };
+  for (const f of [tree.cli, tree.planningChild, tree.planFloor]) {
+    if (!existsSync(f)) throw new Error(`tsc did not produce ${f}:\n${diagnostics}`);
+  }
+  return tree;
+}

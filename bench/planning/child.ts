@@ -1,0 +1,136 @@
+/**
+ * One planning size, in a process of its own so that its peak memory is its own:
+ *
+ *   node --expose-gc build/bench/planning/child.js DISKS RUNS WARMUP   (compiled by bench/lib/build.ts)
+ *
+ * Prints one JSON line (PlanningChildResult) on stdout.
+ */
+import { PerformanceObserver } from "node:perf_hooks";
+import { parseSnapshot } from "../../src/qemu/snapshot.js";
+import { planFromSnapshots, type PlanResult } from "../../src/migrate/plan.js";
+import { parsePolicy } from "../../src/policy/file.js";
+import { summarize, type Summary } from "../lib/stats.js";
+import { syntheticCase } from "./synthetic.js";
+
+export interface PlanningChildResult {
+  disks: number;
+  sourceNodes: number;
+  bitmaps: number;
+  /** parseSnapshot of both sides (the zod validation every live plan runs first), ms. */
+  parseMs: Summary;
+  /** planFromSnapshots (graph building, decisions, checks, mapping), ms of wall-clock time. */
+  planMs: Summary;
+  /** The same runs in CPU time of the process (GC threads included): less sensitive to a busy machine. */
+  planCpuMs: Summary;
+  /** Plans per timed sample (each sample is divided back to one plan). */
+  batch: number;
+  /** GC pause time inside the timed plans, per plan (PerformanceObserver "gc" entries), ms. */
+  planGcMs: Summary;
+  /** Plans run in all, warm-up included (to normalise a CPU profile of this process). */
+  plansRun: number;
+  /** Process peak RSS (resourceUsage().maxRSS), bytes. */
+  peakRssBytes: number;
+  /** RSS with the input loaded and collected, before the first plan, bytes. */
+  inputRssBytes: number;
+  /** Heap still held by one plan result after a full GC, bytes. */
+  retainedHeapBytes: number;
+  /** How the plan decided, to prove each size exercised the same rules. */
+  rules: Record<string, number>;
+  ok: boolean;
+  errors: number;
+  warnings: string[];
+}
+
+function gc(): void {
+  const g = (globalThis as { gc?: () => void }).gc;
+  if (!g) throw new Error("run with --expose-gc");
+  g();
+}
+
+const disks = Number(process.argv[2] ?? "200");
+const runs = Number(process.argv[3] ?? "5");
+const warmup = Number(process.argv[4] ?? "1");
+/** Stop taking samples after this long (at least one is taken): a plan that grows faster than linearly must not hold the whole benchmark. */
+const budgetMs = Number(process.argv[5] ?? "Infinity");
+
+const c = syntheticCase(disks);
+const policy = parsePolicy(c.policyJson, "policy.json");
+
+const parseSamples: number[] = [];
+let src = parseSnapshot(c.source);
+let dst = parseSnapshot(c.destination);
+for (let i = 0; i < warmup + runs; i++) {
+  const t0 = performance.now();
+  src = parseSnapshot(c.source);
+  dst = parseSnapshot(c.destination);
+  if (i >= warmup) parseSamples.push(performance.now() - t0);
+}
+gc();
+const inputRss = process.memoryUsage().rss;
+const heap0 = process.memoryUsage().heapUsed;
+
+const planSamples: number[] = [];
+const cpuSamples: number[] = [];
+// A sample of a small size is several plans back to back (divided back to one plan), so that every sample covers
+// about as much work as one plan of 2,000 disks: a single 2,000-bitmap plan lasts a few milliseconds, and whether
+// a young-generation GC happens to fall inside it would decide its median.
+const batch = Math.max(1, Math.ceil(20_000 / c.bitmaps));
+// GC pauses inside the timed plans: garbage collection is where planning's time goes as it grows.
+const gcEntries: { start: number; ms: number }[] = [];
+const gcObserver = new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) gcEntries.push({ start: e.startTime, ms: e.duration });
+});
+gcObserver.observe({ entryTypes: ["gc"] });
+const windows: { from: number; to: number }[] = [];
+let last: PlanResult | undefined;
+let plansRun = 0;
+const loopStart = performance.now();
+for (let i = 0; i < warmup + runs; i++) {
+  if (windows.length > 0 && performance.now() - loopStart > budgetMs) break;
+  // A warm-up plan that already takes a quarter of the budget: go straight to the timed ones.
+  if (i < warmup && i > 0 && performance.now() - loopStart > budgetMs / 4) i = warmup;
+  last = undefined;
+  gc();
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  for (let k = 0; k < batch; k++) last = planFromSnapshots(src, dst, { policy });
+  const t1 = performance.now();
+  plansRun += batch;
+  const c1 = process.cpuUsage(c0);
+  if (i >= warmup) {
+    planSamples.push((t1 - t0) / batch);
+    cpuSamples.push((c1.user + c1.system) / 1000 / batch);
+    windows.push({ from: t0, to: t1 });
+  }
+}
+// The observer is told about GCs asynchronously.
+await new Promise((r) => setTimeout(r, 100));
+gcObserver.disconnect();
+const gcSamples = windows.map(
+  (w) => gcEntries.filter((e) => e.start >= w.from && e.start <= w.to).reduce((a, e) => a + e.ms, 0) / batch,
+);
+gc();
+const retained = process.memoryUsage().heapUsed - heap0;
+if (!last) throw new Error("no plan");
+const rules: Record<string, number> = {};
+for (const b of last.plan.bitmaps) rules[b.rule] = (rules[b.rule] ?? 0) + 1;
+
+const result: PlanningChildResult = {
+  disks,
+  sourceNodes: c.sourceNodes,
+  bitmaps: last.plan.bitmaps.length,
+  parseMs: summarize(parseSamples),
+  planMs: summarize(planSamples),
+  planCpuMs: summarize(cpuSamples),
+  batch,
+  planGcMs: summarize(gcSamples),
+  plansRun,
+  peakRssBytes: process.resourceUsage().maxRSS * 1024,
+  inputRssBytes: inputRss,
+  retainedHeapBytes: retained,
+  rules,
+  ok: last.plan.ok,
+  errors: last.plan.errors.length,
+  warnings: [...new Set(last.plan.warnings.map((w) => w.code))],
+};
+process.stdout.write(`${JSON.stringify(result)}\n`);
