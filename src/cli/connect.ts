@@ -7,14 +7,34 @@ import { parsePolicy, DEFAULT_POLICY, PolicyError } from "../policy/file.js";
 import type { Policy } from "../policy/types.js";
 
 /**
+ * How long the CLI waits for any one reply. A monitor that never answers (a wedged QEMU, a reply cut off mid-line)
+ * would otherwise hang a command for good, past --timeout and a first Ctrl-C, which are checked between commands.
+ */
+export const COMMAND_TIMEOUT_MS = 60_000;
+
+/**
+ * QEMU answers in milliseconds, except while the source holds its main lock through the switchover, which lasts
+ * about as long as downtime-limit allows: `--max-downtime` may raise that, so the wait grows with it.
+ */
+export function commandTimeoutFor(maxDowntimeMs: number | undefined): number {
+  return Math.max(COMMAND_TIMEOUT_MS, 4 * (maxDowntimeMs ?? 0));
+}
+
+/**
  * Connects to a monitor at the start of a command. Every way of not getting a working monitor is a
  * QmpConnectError (exit 3) that names the address; a malformed address is a usage error (exit 2).
  */
-export async function connectMonitor(address: string, label: string): Promise<QemuMonitor> {
+export async function connectMonitor(
+  address: string,
+  label: string,
+  commandTimeoutMs = COMMAND_TIMEOUT_MS,
+): Promise<QemuMonitor> {
   const parsed = parseSocketAddress(address);
   const where = formatSocketAddress(parsed);
   try {
-    return new QemuMonitor(await QmpClient.connect(parsed, { label, connectTimeoutMs: 10_000 }));
+    return new QemuMonitor(
+      await QmpClient.connect(parsed, { label, connectTimeoutMs: 10_000, commandTimeoutMs }),
+    );
   } catch (err) {
     if (err instanceof QmpConnectError)
       throw new QmpConnectError(

@@ -926,6 +926,15 @@ class MigrationRun {
   private toRunError(err: unknown): RunError {
     if (err instanceof RunError) return err;
     if (err instanceof QmpConnectionClosedError) {
+      // A command sent outside `on()` (the storage copy's polling, for one): the watchers know which side went.
+      const lost = this.src.lost ? this.src : this.dst.lost ? this.dst : undefined;
+      if (lost) {
+        return new RunError(
+          lost.name === "source" ? "SOURCE_LOST" : "DESTINATION_LOST",
+          `the ${lost.name}'s monitor closed (QEMU exited or the socket dropped): ${err.message}`,
+          { cause: err },
+        );
+      }
       return new RunError("QEMU_ERROR", `a monitor closed: ${err.message}`, { cause: err });
     }
     if (err instanceof QmpError || err instanceof BitferryError)

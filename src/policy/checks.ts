@@ -12,8 +12,19 @@ import {
 } from "./work.js";
 import type { PlanError, PlanWarning } from "./types.js";
 
+/**
+ * A list for a message that every member of a group carries: capped, so that n members do not make n² text (a
+ * QEMU reply listing thousands of nodes once made `plan --json` print gigabytes).
+ */
+function listOf(items: readonly string[], max = 10): string {
+  if (items.length <= max) return items.join(", ");
+  return `${items.slice(0, max).join(", ")} and ${items.length - max} more`;
+}
+
 /** QEMU's limit on bitmap names (block-dirty-bitmap-add, the mapping's `name`). */
 export const MAX_BITMAP_NAME_BYTES = 1023;
+/** QEMU's limit on node-names, which block-bitmap-mapping enforces (reference R22, §5.2). */
+export const MAX_NODE_NAME_BYTES = 31;
 
 interface CheckCtx {
   input: PlanInput;
@@ -31,9 +42,11 @@ export function runChecks(work: Work[], ctx: CheckCtx): void {
   const migrating = work.filter((w) => w.entry.action === "migrate");
   const streams = migrating.filter(isStream);
   checkBlockers(work, migrating, ctx);
+  checkBusyPersistent(work, ctx);
   checkMergeSources(migrating, ctx);
   for (const w of migrating) checkName(w);
   for (const w of streams) if (w.dst) checkDestination(w, w.dst, ctx);
+  checkSharedImages(work, ctx);
   checkGroups(streams.filter((w) => w.dst !== undefined));
   checkQemu(streams, ctx);
 }
@@ -79,11 +92,32 @@ function checkBlockers(work: Work[], migrating: Work[], ctx: CheckCtx): void {
     const nodeDeny = `deny: ['${ctx.src.drivesOf(w.node.name)[0]?.name ?? w.node.name}/*']`;
     let message = `bitmap '${b.name}' on ${where} ${problem.what}. QEMU refuses to migrate any bitmap of a node that has such a bitmap`;
     if (others.length > 0) {
-      message += `, so it blocks ${others.join(", ")}. Fix: ${problem.end ? `${problem.end}, or ` : ""}skip every bitmap of the node (${nodeDeny})`;
+      message += `, so it blocks ${listOf(others)}. Fix: ${problem.end ? `${problem.end}, or ` : ""}skip every bitmap of the node (${nodeDeny})`;
     } else if (w.entry.action === "migrate") {
       message += `. Fix: ${problem.end ? `${problem.end}, or ` : ""}skip it (deny: ['${w.node.name}/${b.name}'])`;
     }
     addError(w.entry, problem.code, message);
+  }
+}
+
+/**
+ * At the switchover the source hands its disks over: qcow2 stores every persistent bitmap it does not migrate and
+ * releases it, and QEMU (7.2 and 10.0 alike) aborts on one that is in use (`bdrv_release_dirty_bitmap_locked:
+ * Assertion '!bdrv_dirty_bitmap_busy(bitmap)' failed`): the source dies, and the destination with it. So a busy
+ * persistent bitmap anywhere on the source fails the plan, whether or not its node migrates anything.
+ */
+function checkBusyPersistent(work: Work[], ctx: CheckCtx): void {
+  for (const w of work) {
+    const b = w.bitmap;
+    if (!b.busy || !b.persistent || w.node.readOnly) continue;
+    addError(
+      w.entry,
+      "BITMAP_BUSY",
+      `bitmap '${b.name}' on ${describeNode(w.node, ctx.src)} is persistent and in use by another operation (a block ` +
+        `job, an NBD export or a backup): when the source hands its disks over at the switchover, QEMU stores it and ` +
+        `aborts because it is in use, and the VM is lost on both sides, whether or not the bitmap migrates. Fix: end ` +
+        `what holds it (block-export-del, or let the job finish) before migrating`,
+    );
   }
 }
 
@@ -121,6 +155,16 @@ function checkName(w: Work): void {
         w.entry,
         "NAME_TOO_LONG",
         `bitmap name '${name.slice(0, 40)}…' is ${Buffer.byteLength(name)} bytes; QEMU accepts at most ${MAX_BITMAP_NAME_BYTES}. Rename it with a per-bitmap map entry`,
+      );
+    }
+  }
+  // QEMU itself never reports longer node-names; a reply that does cannot be put into block-bitmap-mapping.
+  for (const node of [streamNode(w).name, w.entry.target?.node ?? ""]) {
+    if (Buffer.byteLength(node) > MAX_NODE_NAME_BYTES) {
+      addError(
+        w.entry,
+        "NAME_TOO_LONG",
+        `node-name '${node.slice(0, 40)}…' is ${Buffer.byteLength(node)} bytes; QEMU's block-bitmap-mapping accepts at most ${MAX_NODE_NAME_BYTES}`,
       );
     }
   }
@@ -188,6 +232,63 @@ function checkDestination(w: Work, dst: BlockNode, ctx: CheckCtx): void {
   }
 }
 
+/**
+ * Shared storage: when the source hands a qcow2 image over at the switchover it stores there every persistent
+ * bitmap it does not migrate, and the destination loads them when it activates the image (reference §6.1). A
+ * stored bitmap whose name the destination node already has in memory, migrated or its own, makes that activation
+ * fail ("Bitmap already exists"; the disk is then unusable, reference R12). The planner sees those names only on
+ * the source: a bitmap added since the image was opened is not in the image yet.
+ */
+function checkSharedImages(work: Work[], ctx: CheckCtx): void {
+  const sourceOf = new Map<string, BlockNode>();
+  for (const n of ctx.src.graph.nodes) {
+    if (n.driver === "qcow2" && n.filename !== undefined && !n.readOnly) sourceOf.set(n.filename, n);
+  }
+  if (sourceOf.size === 0) return;
+  const key = (node: string, bitmap: string): string => `${node}\u0000${bitmap}`;
+  const leaving = new Set<string>();
+  const arriving = new Map<string, Work[]>();
+  for (const w of work) {
+    const t = w.entry.target;
+    if (w.entry.action !== "migrate") continue;
+    if (!w.merge) leaving.add(key(w.node.name, w.bitmap.name));
+    if (t) arriving.set(key(t.node, t.bitmap), [...(arriving.get(key(t.node, t.bitmap)) ?? []), w]);
+  }
+  const rowOf = new Map(work.map((w) => [w.bitmap, w]));
+  const seen = new Set<string>();
+  for (const dst of ctx.dst.graph.nodes) {
+    const src = dst.driver === "qcow2" && dst.filename !== undefined ? sourceOf.get(dst.filename) : undefined;
+    if (!src || seen.has(dst.name)) continue;
+    seen.add(dst.name);
+    const dstDesc = describeNode(dst, ctx.dst);
+    for (const b of src.bitmaps) {
+      if (!b.persistent || b.inconsistent || leaving.has(key(src.name, b.name))) continue;
+      const why =
+        `the source stores its bitmap '${b.name}' (which does not migrate) in image ${dst.filename ?? ""}, which ` +
+        `destination ${dstDesc} opens too, when it hands the disk over; the destination would then fail to activate ` +
+        `the disk ("Bitmap already exists")`;
+      for (const w of arriving.get(key(dst.name, b.name)) ?? []) {
+        addTargetError(
+          w.entry,
+          "TARGET_BITMAP_EXISTS",
+          `bitmap '${w.bitmap.name}' would arrive as '${b.name}' on destination ${dstDesc}, but ${why}. Rename it ` +
+            `with a map entry, or migrate '${b.name}' too`,
+        );
+      }
+      const row = rowOf.get(b);
+      if (row && dst.bitmaps.some((x) => x.name === b.name)) {
+        addError(
+          row.entry,
+          "TARGET_BITMAP_EXISTS",
+          `destination ${dstDesc} already has a bitmap '${b.name}' in memory, and ${why}. Remove it there ` +
+            `(block-dirty-bitmap-remove node=${dst.name} name=${b.name})`,
+          { node: dst.name, bitmap: b.name },
+        );
+      }
+    }
+  }
+}
+
 /** QEMU's mapping pairs nodes one to one, and two bitmaps cannot land on one name. */
 function checkGroups(migrating: Work[]): void {
   const byTarget = new Map<string, Work[]>();
@@ -209,7 +310,7 @@ function checkGroups(migrating: Work[]): void {
   }
   for (const group of byTarget.values()) {
     if (group.length < 2) continue;
-    const names = group.map((w) => `'${w.node.name}/${w.bitmap.name}'`).join(", ");
+    const names = listOf(group.map((w) => `'${w.node.name}/${w.bitmap.name}'`));
     for (const w of group) {
       const t = w.entry.target;
       if (!t) continue;
@@ -228,7 +329,7 @@ function checkGroups(migrating: Work[]): void {
       addTargetError(
         w.entry,
         "MAPPING_INEXPRESSIBLE",
-        `the bitmaps of source node '${streamNode(w).name}' would go to ${fanOut.size} destination nodes (${[...fanOut].join(", ")}); QEMU's mapping sends all bitmaps of one node to one node. Send them to one node, or skip some`,
+        `the bitmaps of source node '${streamNode(w).name}' would go to ${fanOut.size} destination nodes (${listOf([...fanOut])}); QEMU's mapping sends all bitmaps of one node to one node. Send them to one node, or skip some`,
       );
     }
     const fanIn = srcsOfDst.get(t.node);
@@ -236,7 +337,7 @@ function checkGroups(migrating: Work[]): void {
       addTargetError(
         w.entry,
         "MAPPING_INEXPRESSIBLE",
-        `destination node '${t.node}' would receive bitmaps from ${fanIn.size} source nodes (${[...fanIn].join(", ")}); QEMU's mapping pairs nodes one to one. Send them to different nodes, or skip some`,
+        `destination node '${t.node}' would receive bitmaps from ${fanIn.size} source nodes (${listOf([...fanIn])}); QEMU's mapping pairs nodes one to one. Send them to different nodes, or skip some`,
       );
     }
   }

@@ -2,7 +2,7 @@ import type { GraphLookup, Resolved } from "../graph/lookup.js";
 import type { BlockNode } from "../graph/model.js";
 import type { Ctx } from "./decide.js";
 import type { PlanError, PlanWarning } from "./types.js";
-import { describeNode, type MergeGroup, type Work } from "./work.js";
+import { addError, describeNode, type MergeGroup, type Work } from "./work.js";
 
 /** A disk `--copy-storage` copies: a source node, the node QEMU mirrors from, and its destination node. */
 export interface DiskPair {
@@ -214,6 +214,15 @@ export function decideChains(
       w.entry.rule = "chain-merge";
       w.entry.target = t ? { ...t } : null;
       w.dst = rep.dst;
+      // A layer follows its top's decision, errors included: one that cannot be resolved cannot travel merged.
+      for (const e of rep.entry.errors) {
+        addError(
+          w.entry,
+          e.code,
+          `travels merged with '${rep.bitmap.name}' of ${describeNode(disk, ctx.src)}: ${e.message}`,
+          e.target,
+        );
+      }
     }
   }
   return merges;

@@ -1,4 +1,4 @@
-import { parseDocument } from "yaml";
+import { Lexer, parseDocument } from "yaml";
 import { UsageError } from "../util/errors.js";
 import type { MapEntry, MapSource, MapTarget, Policy } from "./types.js";
 
@@ -13,6 +13,14 @@ export const DEFAULT_POLICY: Policy = { defaults: true, allow: undefined, deny: 
 export const MAX_POLICY_BYTES = 1024 * 1024;
 
 /**
+ * A policy nests a handful of levels and needs few aliases. Deeper documents make the YAML library recurse until
+ * the stack overflows (after which V8 has been seen to abort the whole process on a later parse, in its regular
+ * expression compiler), and thousands of aliases take it seconds to resolve: both are refused before parsing.
+ */
+export const MAX_POLICY_NESTING = 200;
+export const MAX_POLICY_ALIASES = 256;
+
+/**
  * Parses a policy file's text (JSON or YAML; JSON is YAML). Pure. `file` only labels messages.
  * Unknown keys and wrong types are errors, never ignored: a typo in a deny list must not migrate a bitmap.
  */
@@ -25,20 +33,68 @@ export function parsePolicy(text: string, file: string): Policy {
     try {
       data = JSON.parse(text);
     } catch (err) {
-      throw new PolicyError(`${file}: not valid JSON: ${(err as Error).message}`);
+      throw new PolicyError(`${file}: not valid JSON: ${printable((err as Error).message)}`);
     }
+    checkStructure(text, file);
+    // JSON.parse keeps the last of duplicate keys without a word: `"deny"` twice would drop a deny list.
+    const dup = parseDocument(text, { uniqueKeys: true }).errors.find((e) => e.code === "DUPLICATE_KEY");
+    if (dup) throw new PolicyError(`${file}: ${printable(oneLine(dup.message))}`);
   } else {
-    const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
+    checkStructure(text, file);
+    // logLevel: its warnings (a collection used as a key, ...) would reach stderr around the one-line error.
+    const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true, logLevel: "error" });
     const first = doc.errors[0];
-    if (first) throw new PolicyError(`${file}: not valid YAML: ${oneLine(first.message)}`);
+    if (first) throw new PolicyError(`${file}: not valid YAML: ${printable(oneLine(first.message))}`);
     try {
       // Alias expansion is bounded: a "billion laughs" document fails here instead of eating memory.
       data = doc.toJS({ maxAliasCount: 1000 });
     } catch (err) {
-      throw new PolicyError(`${file}: ${oneLine((err as Error).message)}`);
+      throw new PolicyError(`${file}: ${printable(oneLine((err as Error).message))}`);
     }
   }
   return validatePolicy(data ?? {}, file);
+}
+
+/**
+ * Measures nesting and counts aliases with the YAML library's own lexer (iterative and linear, so it cannot
+ * overflow), stopping at the first token over a limit. Nesting is over-estimated on purpose: open flow
+ * collections, plus the block indicators on the line, plus its indentation in columns.
+ */
+function checkStructure(text: string, file: string): void {
+  let flow = 0;
+  let indicators = 0;
+  let indent = 0;
+  let lineStart = true;
+  let aliases = 0;
+  for (const tok of new Lexer().lex(text)) {
+    if (tok === "\n" || tok === "\r\n") {
+      lineStart = true;
+      indicators = 0;
+      indent = 0;
+      continue;
+    }
+    if (lineStart && /^[ \t]+$/.test(tok)) indent = tok.length;
+    lineStart = false;
+    if (tok === "[" || tok === "{") flow++;
+    else if (tok === "]" || tok === "}") flow = Math.max(0, flow - 1);
+    else if (tok === "-" || tok === "?" || tok === ":") indicators++;
+    else if (tok.startsWith("*") && ++aliases > MAX_POLICY_ALIASES) {
+      throw new PolicyError(
+        `${file}: more than ${MAX_POLICY_ALIASES} YAML aliases; a policy file needs a few`,
+      );
+    }
+    if (flow + indicators + indent > MAX_POLICY_NESTING) {
+      throw new PolicyError(
+        `${file}: nested deeper than ${MAX_POLICY_NESTING} levels (or indented as deep); a policy file needs a few`,
+      );
+    }
+  }
+}
+
+/** Messages quote the file's text: control characters (newlines, terminal escapes) are shown escaped. */
+function printable(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  return s.replace(/[\u0000-\u001f\u007f-\u009f]/g, (ch) => JSON.stringify(ch).slice(1, -1));
 }
 
 function oneLine(s: string): string {
@@ -66,7 +122,7 @@ class Checker {
     for (const key of Object.keys(rec)) {
       if (!allowed.includes(key)) {
         throw new PolicyError(
-          `${this.file}: ${path ? `${path}.` : ""}${key}: unknown key (allowed here: ${allowed.join(", ")})`,
+          `${this.file}: ${path ? `${path}.` : ""}${printable(key)}: unknown key (allowed here: ${allowed.join(", ")})`,
         );
       }
     }

@@ -104,19 +104,27 @@ export class QemuMonitor {
   }
 
   schema(): Promise<QapiSchema> {
-    this.schemaPromise ??= this.qmp.execute("query-qmp-schema").then((raw) => new QapiSchema(raw));
+    this.schemaPromise ??= this.qmp.execute("query-qmp-schema").then((raw) => {
+      if (!Array.isArray(raw)) throw new QemuReplyError("query-qmp-schema", "(root): expected a list");
+      return new QapiSchema(raw);
+    });
     return this.schemaPromise;
   }
 
   async features(): Promise<QemuFeatures> {
     const s = await this.schema();
-    return {
-      bitmapMapping: s.has("migrate-set-parameters/arg-type/block-bitmap-mapping"),
-      mappingTransform: s.has("migrate-set-parameters/arg-type/block-bitmap-mapping/bitmaps/transform"),
-      bitmapSha256: s.hasCommand("x-debug-block-dirty-bitmap-sha256"),
-      blockGraph: s.hasCommand("x-debug-query-block-graph"),
-      incomingExitOnError: s.has("migrate-incoming/arg-type/exit-on-error"),
-    };
+    try {
+      return {
+        bitmapMapping: s.has("migrate-set-parameters/arg-type/block-bitmap-mapping"),
+        mappingTransform: s.has("migrate-set-parameters/arg-type/block-bitmap-mapping/bitmaps/transform"),
+        bitmapSha256: s.hasCommand("x-debug-block-dirty-bitmap-sha256"),
+        blockGraph: s.hasCommand("x-debug-query-block-graph"),
+        incomingExitOnError: s.has("migrate-incoming/arg-type/exit-on-error"),
+      };
+    } catch (err) {
+      // The schema walk trusts the entries' shapes (members a list, ...): a malformed one is QEMU's reply at fault.
+      throw new QemuReplyError("query-qmp-schema", err instanceof Error ? err.message : String(err));
+    }
   }
 
   // ---- block graph ----

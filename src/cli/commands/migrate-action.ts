@@ -1,5 +1,5 @@
 import type { CliContext } from "../main.js";
-import { connectMonitor, loadPolicy } from "../connect.js";
+import { commandTimeoutFor, connectMonitor, loadPolicy } from "../connect.js";
 import { ExitCode } from "../exit-codes.js";
 import { UsageError } from "../../util/errors.js";
 import { colors, exitCodeFor, reportError, summarizeError, writeJson } from "../output.js";
@@ -50,9 +50,9 @@ export async function migrateAction(opts: MigrateFlags, ctx: CliContext): Promis
     if (opts.nbd !== undefined && !opts.copyStorage)
       throw new UsageError("--nbd is only used with --copy-storage");
     const policy = await loadPolicy(opts.policy);
-    const source = await connectMonitor(opts.source, "source");
+    const source = await connectMonitor(opts.source, "source", commandTimeoutFor(opts.maxDowntime));
     monitors.push(source);
-    const destination = await connectMonitor(opts.dest, "destination");
+    const destination = await connectMonitor(opts.dest, "destination", commandTimeoutFor(opts.maxDowntime));
     monitors.push(destination);
     let planned: PlanResult | undefined;
     const result = await migrate({
