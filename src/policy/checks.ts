@@ -252,7 +252,10 @@ function checkSharedImages(work: Work[], ctx: CheckCtx): void {
     const t = w.entry.target;
     if (w.entry.action !== "migrate") continue;
     if (!w.merge) leaving.add(key(w.node.name, w.bitmap.name));
-    if (t) arriving.set(key(t.node, t.bitmap), [...(arriving.get(key(t.node, t.bitmap)) ?? []), w]);
+    if (!t) continue;
+    const list = arriving.get(key(t.node, t.bitmap));
+    if (list) list.push(w);
+    else arriving.set(key(t.node, t.bitmap), [w]);
   }
   const rowOf = new Map(work.map((w) => [w.bitmap, w]));
   const seen = new Set<string>();
@@ -260,14 +263,19 @@ function checkSharedImages(work: Work[], ctx: CheckCtx): void {
     const src = dst.driver === "qcow2" && dst.filename !== undefined ? sourceOf.get(dst.filename) : undefined;
     if (!src || seen.has(dst.name)) continue;
     seen.add(dst.name);
-    const dstDesc = describeNode(dst, ctx.dst);
+    const inMemory = new Set(dst.bitmaps.map((x) => x.name));
     for (const b of src.bitmaps) {
       if (!b.persistent || b.inconsistent || leaving.has(key(src.name, b.name))) continue;
+      const incoming = arriving.get(key(dst.name, b.name));
+      const row = inMemory.has(b.name) ? rowOf.get(b) : undefined;
+      if (!incoming && !row) continue;
+      // Messages are built only for the conflicts: most stored bitmaps of a shared image conflict with nothing.
+      const dstDesc = describeNode(dst, ctx.dst);
       const why =
         `the source stores its bitmap '${b.name}' (which does not migrate) in image ${dst.filename ?? ""}, which ` +
         `destination ${dstDesc} opens too, when it hands the disk over; the destination would then fail to activate ` +
         `the disk ("Bitmap already exists")`;
-      for (const w of arriving.get(key(dst.name, b.name)) ?? []) {
+      for (const w of incoming ?? []) {
         addTargetError(
           w.entry,
           "TARGET_BITMAP_EXISTS",
@@ -275,8 +283,7 @@ function checkSharedImages(work: Work[], ctx: CheckCtx): void {
             `with a map entry, or migrate '${b.name}' too`,
         );
       }
-      const row = rowOf.get(b);
-      if (row && dst.bitmaps.some((x) => x.name === b.name)) {
+      if (row) {
         addError(
           row.entry,
           "TARGET_BITMAP_EXISTS",
