@@ -3,7 +3,7 @@ import { QmpClient } from "../qmp/client.js";
 import { QmpConnectError, QmpError } from "../qmp/errors.js";
 import { parseSocketAddress, formatSocketAddress } from "../qmp/address.js";
 import { QemuMonitor } from "../qemu/monitor.js";
-import { parsePolicy, DEFAULT_POLICY, PolicyError } from "../policy/file.js";
+import { DEFAULT_POLICY } from "../policy/defaults.js";
 import type { Policy } from "../policy/types.js";
 
 /**
@@ -49,6 +49,8 @@ export async function connectMonitor(
 
 export async function loadPolicy(file: string | undefined): Promise<Policy> {
   if (file === undefined) return DEFAULT_POLICY;
+  // The YAML parser loads only when there is a policy file to parse.
+  const { parsePolicy, PolicyError } = await import("../policy/file.js");
   let text: string;
   try {
     text = await readFile(file, "utf8");

@@ -12,9 +12,14 @@ export interface CliIO {
 
 export const processIO: CliIO = { stdout: process.stdout, stderr: process.stderr };
 
-/** The one JSON document a `--json` run prints on stdout. */
+/**
+ * The one JSON document a `--json` run prints on stdout: indented for reading, except a large one (a plan of
+ * thousands of bitmaps) going to a pipe or file, where indentation would double its size and its printing time.
+ */
 export function writeJson(io: CliIO, doc: unknown): void {
-  io.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
+  const compact = JSON.stringify(doc);
+  const text = compact.length < 1_000_000 || io.stdout.isTTY ? JSON.stringify(doc, null, 2) : compact;
+  io.stdout.write(`${text}\n`);
 }
 
 export type Colors = ReturnType<typeof pc.createColors>;

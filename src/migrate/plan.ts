@@ -2,7 +2,7 @@ import { buildGraph } from "../graph/build.js";
 import type { BlockGraph } from "../graph/model.js";
 import { compileMapping, streamBitmaps } from "../mapping/compile.js";
 import { decide, type Decisions } from "../policy/decide.js";
-import { DEFAULT_POLICY } from "../policy/file.js";
+import { DEFAULT_POLICY } from "../policy/defaults.js";
 import type { Plan, Policy } from "../policy/types.js";
 import type { PlanOptions, QemuFacts } from "../policy/work.js";
 import { QemuMonitor } from "../qemu/monitor.js";

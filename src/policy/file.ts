@@ -1,5 +1,6 @@
 import { Lexer, parseDocument } from "yaml";
 import { UsageError } from "../util/errors.js";
+import { DEFAULT_POLICY } from "./defaults.js";
 import type { MapEntry, MapSource, MapTarget, Policy } from "./types.js";
 
 /** A policy file that cannot be used. The message names the file, the key path and what was expected. */
@@ -7,7 +8,7 @@ export class PolicyError extends UsageError {
   override readonly code = "POLICY_INVALID";
 }
 
-export const DEFAULT_POLICY: Policy = { defaults: true, allow: undefined, deny: [], map: [] };
+export { DEFAULT_POLICY };
 
 /** Policy files are small; anything this large is a mistake or an attack. */
 export const MAX_POLICY_BYTES = 1024 * 1024;

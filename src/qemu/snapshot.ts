@@ -52,13 +52,15 @@ export interface QemuSnapshot {
 }
 
 export async function captureRawSnapshot(mon: QemuMonitor): Promise<RawSnapshot> {
-  const features = await mon.features();
   const optional = (p: Promise<unknown>): Promise<unknown> =>
     p.catch((err: unknown) => {
       if (err instanceof QmpCommandError) return null;
       throw err;
     });
+  // All in flight at once: the schema probe is one more round trip, not a step before the others (the block
+  // graph query is unstable, so a QEMU without it simply answers CommandNotFound).
   const [
+    features,
     version,
     status,
     namedNodes,
@@ -70,11 +72,12 @@ export async function captureRawSnapshot(mon: QemuMonitor): Promise<RawSnapshot>
     migrationProperties,
     machineType,
   ] = await Promise.all([
+    mon.features(),
     mon.qmp.execute("query-version"),
     mon.qmp.execute("query-status"),
     mon.qmp.execute("query-named-block-nodes", { flat: true }),
     mon.qmp.execute("query-block"),
-    features.blockGraph ? mon.qmp.execute("x-debug-query-block-graph") : Promise.resolve(null),
+    optional(mon.qmp.execute("x-debug-query-block-graph")),
     mon.qmp.execute("query-migrate-parameters"),
     mon.qmp.execute("query-migrate-capabilities"),
     optional(mon.qmp.execute("query-memory-size-summary")),

@@ -2,7 +2,6 @@ import type { CliContext } from "../main.js";
 import { connectMonitor, loadPolicy } from "../connect.js";
 import { ExitCode } from "../exit-codes.js";
 import { colors, exitCodeFor, reportError, summarizeError, writeJson } from "../output.js";
-import { renderPlanText } from "../render/plan-text.js";
 import { writePicture } from "../picture.js";
 import { planMigration } from "../../migrate/plan.js";
 import type { QemuMonitor } from "../../qemu/monitor.js";
@@ -41,7 +40,10 @@ export async function planAction(opts: PlanFlags, ctx: CliContext): Promise<void
       ctx.io.stderr.write(`bitferry: wrote the picture of the plan to ${opts.html}\n`);
     }
     if (opts.json) writeJson(ctx.io, plan);
-    else ctx.io.stdout.write(renderPlanText(plan, colors(ctx.io)));
+    else {
+      const { renderPlanText } = await import("../render/plan-text.js");
+      ctx.io.stdout.write(renderPlanText(plan, colors(ctx.io)));
+    }
     ctx.exitCode = plan.ok ? ExitCode.OK : ExitCode.FAILED;
   } catch (err) {
     if (opts.json) writeJson(ctx.io, { version: 1, ok: false, error: summarizeError(err) });
