@@ -168,9 +168,9 @@ class MigrationRun {
       await this.startMigration();
       const info = await this.follow();
       this.lastInfo = await this.finalTimes(info);
-      await this.recordSource();
       await this.finishCopy();
-      await this.completeDestination();
+      // Two QEMUs, two monitors: hash the source while the destination finishes loading.
+      await Promise.all([this.recordSource(), this.completeDestination()]);
       const verified = await this.verify();
       const failed = verified.filter((v) => v.verified === "failed");
       if (failed.length > 0) {
@@ -906,14 +906,16 @@ class MigrationRun {
         debug("restoring downtime-limit: %s", describeError(e));
       });
     }
-    for (const side of [this.src, this.dst]) {
-      if (side.lost || Object.keys(side.originalCaps).length === 0) continue;
-      const status = (await side.mon.migrationInfo().catch(() => undefined))?.status;
-      if (status !== undefined && RUNNING_STATUSES.has(status)) continue;
-      await side.mon.setMigrationCapabilities(side.originalCaps).catch((e: unknown) => {
-        debug("restoring capabilities on the %s: %s", side.name, describeError(e));
-      });
-    }
+    await Promise.all(
+      [this.src, this.dst].map(async (side) => {
+        if (side.lost || Object.keys(side.originalCaps).length === 0) return;
+        const status = (await side.mon.migrationInfo().catch(() => undefined))?.status;
+        if (status !== undefined && RUNNING_STATUSES.has(status)) return;
+        await side.mon.setMigrationCapabilities(side.originalCaps).catch((e: unknown) => {
+          debug("restoring capabilities on the %s: %s", side.name, describeError(e));
+        });
+      }),
+    );
   }
 
   // ---- results ----

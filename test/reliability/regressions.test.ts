@@ -378,11 +378,15 @@ describe("regressions found by fuzzing", () => {
       assert.equal(COMMAND_TIMEOUT_MS, 60_000);
       assert.equal(commandTimeoutFor(undefined), COMMAND_TIMEOUT_MS);
       assert.equal(commandTimeoutFor(100_000), 400_000);
+      let wedged = false;
       const s = await FakeQmpServer.start({
         handle: (cmd, conn) => {
-          // A reply cut off mid-line, never finished.
-          if (cmd.execute === "query-qmp-schema") conn.sendRaw('{"return": [{"name": ');
-          else conn.send({ return: {}, id: cmd.id });
+          // A reply cut off mid-line, never finished, and a monitor that says nothing more (QEMU answers in order).
+          if (wedged) return;
+          if (cmd.execute === "query-qmp-schema") {
+            wedged = true;
+            conn.sendRaw('{"return": [{"name": ');
+          } else conn.send({ return: {}, id: cmd.id });
         },
       });
       try {
