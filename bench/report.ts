@@ -110,8 +110,7 @@ export function evaluateTargets(r: BenchResults): Target[] {
       t.why =
         `the CLI takes ${fmtMs(gap)} ms more than the floor: ${fmtMs(loading)} ms of it is loading the plan command's ` +
         `modules (the plan run that fails at once to connect, minus \`node -e 0\`), the other ${fmtMs(rest)} ms is the ` +
-        `work after start-up (schema probe before the other queries, reply validation, planning, pretty-printed JSON ` +
-        `output); see "Where the time goes"`;
+        `work after start-up (reply validation, planning, JSON output); see "Where the time goes"`;
     }
     out.push(t);
   }
@@ -126,7 +125,7 @@ export function evaluateTargets(r: BenchResults): Target[] {
     if (w.met === false) {
       w.why =
         `the baseline's ${fmtMs(m.baseline.wall.median)} ms is almost all QEMU's own first iteration (total-time ` +
-        `${fmtMs(m.baseline.totalTime.median)} ms); bitferry adds the feature probe, two snapshots, ${m.bitmaps} hashes on each ` +
+        `${fmtMs(m.baseline.totalTime.median)} ms); bitferry adds two snapshots (each with the schema probe), ${m.bitmaps} hashes on each ` +
         `side (${fmtMs(m.bitferry.hash.median)} ms per side, serialised by QEMU's monitor) and the capability restore, ` +
         `${fmtMs(m.bitferry.wall.median - m.baseline.wall.median)} ms in all; see "Where the time goes"`;
     }
@@ -142,8 +141,7 @@ export function evaluateTargets(r: BenchResults): Target[] {
     if (d.met === false) {
       d.why =
         `${fmtMs(pauseOverhead(m))} ms beyond the hashing: while the source is stopped at pre-switchover bitferry also ` +
-        `notices the event, asks query-migrate, reads query-named-block-nodes and sends migrate-continue, each a round ` +
-        `trip to a QEMU that is busy answering`;
+        `notices the event and sends migrate-continue, a round trip to a QEMU that is busy switching over`;
     }
     out.push(d);
   }
@@ -388,8 +386,9 @@ function migrationSection(r: BenchResults): string[] {
       "payload), dirtied; the destination runs `-incoming defer -S`.",
     "",
     "- **bitferry**: `migrate()` — plan (both snapshots), capabilities and `block-bitmap-mapping` on both sides,",
-    "  `pause-before-switchover`, SHA-256 of every bitmap at `pre-switchover`, verification of every bitmap on",
-    "  the destination (all `strict` in every run), capabilities restored.",
+    "  `pause-before-switchover` (continued at once), SHA-256 of every bitmap on the stopped source after",
+    "  `completed` while the destination finishes loading, verification of every bitmap on the paused destination",
+    "  (all `strict` in every run), capabilities restored.",
     "- **baseline**: the minimal hand-written sequence — `dirty-bitmaps` + `events` on both, the same mapping",
     "  (written by hand), `migrate-incoming`, `migrate`, wait for `completed` on both. No plan, no pause, no",
     "  hashing, no verification.",
@@ -405,11 +404,12 @@ function migrationSection(r: BenchResults): string[] {
       `${fmtMs(m.downtimeBudgetMs)} ms.`,
     `- **Hashing**, measured on its own: the ${m.bitmaps} \`x-debug-block-dirty-bitmap-sha256\` calls as bitferry issues ` +
       `them (all pipelined), on the same stopped source right after each run: ${ms(m.bitferry.hash)} ms. QEMU's ` +
-      "monitor runs them one after another, so the cost is per bitmap, not per byte, at this size.",
+      "monitor runs them one after another, so the cost is per bitmap, not per byte, at this size. bitferry takes " +
+      "them after `completed`, so they add to the wall time (once per side) but not to the downtime.",
     `- **Switchover pause** as bitferry sees it (its \`pre-switchover\` progress event to its \`switching over\` one: ` +
-      `event, query-migrate, query-named-block-nodes, the hashes, migrate-continue): ${ms(m.bitferry.pause)} ms.`,
-    `- The stopped source's bitmaps hashed after \`completed\` ${m.postmigrateHashesMatch ? "**equal**" : "**differ from**"} ` +
-      "the hashes bitferry took at `pre-switchover`, in every run.",
+      `the event, then \`migrate-continue\`; nothing is hashed there): ${ms(m.bitferry.pause)} ms.`,
+    `- A second hash of the stopped source after each run ${m.postmigrateHashesMatch ? "**equals**" : "**differs from**"} ` +
+      "the source hashes in bitferry's result, in every run: the source's bitmaps do not change after `completed`.",
     "",
   ];
 }
@@ -448,7 +448,8 @@ function downtimeSection(r: BenchResults): string[] {
   lines.push(
     "",
     `Up to ${runs} runs per cell. "source hash" is \`x-debug-block-dirty-bitmap-sha256\` of the bitmap alone; "pause" is ` +
-      "bitferry's switchover pause (source stopped at `pre-switchover` while bitferry hashes), which QEMU counts as " +
+      "bitferry's switchover pause (source stopped at `pre-switchover` until bitferry's `migrate-continue`; it hashes " +
+      "nothing there), which QEMU counts as " +
       'downtime in both modes. "precopy wall" includes the time bitferry waits to see that precopy stalls on bitmap ' +
       `data before each raise of \`downtime-limit\` (raised to ${raised.length > 0 ? raised.map((x) => x.toLocaleString("en")).join(", ") : "—"} ms).`,
     "",
@@ -456,15 +457,15 @@ function downtimeSection(r: BenchResults): string[] {
   const big = d.rows[d.rows.length - 1];
   const small = d.rows.find((x) => x.payloadBytes > 0);
   if (big && small && big !== small) {
-    const qemuPost = big.postcopy.downtime.median - big.postcopy.pause.median;
+    const flat = d.postcopyGrowth < 1.5;
     lines.push(
-      `**Postcopy does not keep downtime flat with bitferry:** ×${d.postcopyGrowth.toFixed(2)} from ${fmtBytes(small.payloadBytes)} ` +
-        `to ${fmtBytes(big.payloadBytes)} (×${(big.payloadBytes / small.payloadBytes).toFixed(0)} the bytes). QEMU's part stays ` +
-        `flat — postcopy downtime minus bitferry's pause is about ${fmtMs(qemuPost)} ms at ${fmtBytes(big.payloadBytes)} — but ` +
-        "bitferry hashes the bitmap while the source is stopped, and that grows with the payload " +
-        `(${fmtMs(big.hash.median)} ms for ${fmtBytes(big.payloadBytes)}). ` +
+      `**Postcopy ${flat ? "keeps" : "does not keep"} downtime flat:** ×${d.postcopyGrowth.toFixed(2)} from ${fmtBytes(small.payloadBytes)} ` +
+        `to ${fmtBytes(big.payloadBytes)} (×${(big.payloadBytes / small.payloadBytes).toFixed(0)} the bytes); ` +
+        `${fmtMs(big.postcopy.downtime.median)} ms at ${fmtBytes(big.payloadBytes)}, of which bitferry's switchover pause is ` +
+        `${fmtMs(big.postcopy.pause.median)} ms. The bitmaps travel after the switchover and bitferry hashes the source ` +
+        `after \`completed\` (${fmtMs(big.hash.median)} ms for ${fmtBytes(big.payloadBytes)}, outside the window). ` +
         (Number.isFinite(d.precopyGrowth)
-          ? `Precopy grew ×${d.precopyGrowth.toFixed(2)}: the transfer itself is in the window too.`
+          ? `Precopy grew ×${d.precopyGrowth.toFixed(2)}: the whole transfer is inside its window.`
           : `Precopy did not converge at ${fmtBytes(big.payloadBytes)} (see "Failed runs and wrong figures").`),
       "",
     );
@@ -472,14 +473,14 @@ function downtimeSection(r: BenchResults): string[] {
   lines.push(
     "What `bitferry plan` predicted, beside what happened (precopy):",
     "",
-    "| payload | plan's payloadBytes | predicted at the measured loopback rate | printed: at 1 Gbit/s | printed: at 10 Gbit/s | measured precopy downtime | measured minus source hashing | PRECOPY_MAY_NOT_CONVERGE |",
-    "|---:|---:|---:|---:|---:|---:|---:|---|",
+    "| payload | plan's payloadBytes | predicted at the measured loopback rate | printed: at 1 Gbit/s | printed: at 10 Gbit/s | measured precopy downtime | PRECOPY_MAY_NOT_CONVERGE |",
+    "|---:|---:|---:|---:|---:|---:|---|",
   );
   for (const row of d.rows) {
     const p = row.prediction;
     lines.push(
       `| ${fmtBytes(row.payloadBytes)} | ${p.planPayloadBytes.toLocaleString("en")} | ${fmtMs(p.atLoopbackMs)} | ${fmtMs(p.at1GbitMs)} | ` +
-        `${fmtMs(p.at10GbitMs)} | ${med(row.precopy.downtime)} | ${row.payloadBytes === 0 || row.precopy.downtime.n === 0 ? "—" : fmtMs(row.precopy.downtime.median - row.hash.median)} | ` +
+        `${fmtMs(p.at10GbitMs)} | ${med(row.precopy.downtime)} | ` +
         `${p.warning ? "warned" : "—"} |`,
     );
   }
@@ -492,8 +493,8 @@ function downtimeSection(r: BenchResults): string[] {
   lines.push(
     "",
     "`payloadBytes` is exact (one bit per granule). The printed figures assume a link; against the measured loopback " +
-      "rate the transfer prediction is a floor: the measured downtime adds bitferry's hashing (subtracted in the " +
-      "second-last column), the destination's loading of the bitmap, and QEMU's own switchover work.",
+      "rate the transfer prediction is a floor: the measured downtime adds the destination's loading of the bitmap, " +
+      "QEMU's own switchover work and, at the largest payloads, a transfer slower than the raw socket.",
   );
   const wp = d.wakeupProbe;
   lines.push(
@@ -579,51 +580,35 @@ function inspectSection(r: BenchResults): string[] {
 
 function findingsSection(r: BenchResults): string[] {
   const lines = [
-    "## Where the time goes, and what would make bitferry faster",
+    "## Where the time goes",
     "",
     "From the profiles and timelines above, with file and function. The benchmark changes nothing in src/.",
     "",
   ];
   const e = r.planE2e;
   if (e) {
-    const { loading } = cliGap(e);
+    const { loading, rest } = cliGap(e);
     lines.push(
-      `1. **Loading the plan command: ${fmtMs(loading)} ms per run.** \`src/cli/main.ts\` already loads each`,
-      "   command's work only when it runs, but `plan-action.ts` still pulls in `yaml` through `src/cli/connect.ts` →",
-      "   `src/policy/file.ts` (a static `import { parseDocument }`) although a plan without `--policy`, or with a JSON",
-      "   policy, never parses YAML (about 70 module files, ~65 ms alone); `cli-table3` through `src/cli/render/plan-text.ts`",
-      "   although `--json` never draws a table (~15 ms); and all of `zod` through `src/qemu/replies.ts` (about 100",
-      "   module files, ~110 ms alone) for the reply schemas. Lazy `import()` of `yaml` in `parsePolicy` for non-JSON",
-      "   files and of the text renderer for non-JSON output is simple; zod's cost goes only with hand-written",
-      "   validators for the nine reply shapes (which would also remove the `parseSnapshot` row of the stages table).",
-      "2. **The schema probe is on the critical path.** `captureRawSnapshot` (`src/qemu/snapshot.ts`) awaits",
-      "   `mon.features()` — `query-qmp-schema` through `QemuMonitor.schema()` (`src/qemu/monitor.ts`), QEMU's largest",
-      "   reply — before it sends the other eight queries, so every plan and every `migrate()` waits one extra round",
-      "   trip behind QEMU's slowest answer. All nine can be sent at once (`x-debug-query-block-graph` unconditionally,",
-      "   its CommandNotFound treated like the missing feature).",
-      "3. **Pretty-printed JSON.** `writeJson` (`src/cli/output.ts`) indents by two spaces:",
-      `   ${fmtBytes(e.outputBytes)} for ${(e.nodes * e.bitmapsPerNode).toLocaleString("en")} bitmaps, much of it whitespace to format and write.`,
+      `1. **Start-up: ${fmtMs(loading)} ms to load the plan command.** \`src/cli/main.ts\` loads each command's work only`,
+      "   when it runs, `yaml` only for a YAML policy and `cli-table3` only for text output; what remains is bitferry's",
+      "   own modules and `zod` (about 100 module files) for the reply schemas of `src/qemu/replies.ts`. Bundling the",
+      "   CLI into one file (esbuild) measured about 70 ms less per start on this machine; bitferry keeps plain `tsc`",
+      "   output so that stack traces and `NODE_DEBUG` name the real files.",
+      `2. **Work after start-up: ${fmtMs(rest)} ms beyond the floor.** Reply validation (\`parseSnapshot\`, zod), the plan`,
+      "   itself and the JSON output (compact above 1 MB when stdout is not a terminal); the stages table of section 1b",
+      "   splits it. All nine queries go out at once on both monitors, as in the floor.",
       "",
     );
   }
   const m = r.migration;
   if (m) {
     lines.push(
-      "4. **Hashing sits in the downtime window.** `MigrationRun.switchover` (`src/migrate/run.ts`) hashes every",
-      "   migrating bitmap while the source is stopped at `pre-switchover`; QEMU's monitor serves the pipelined",
-      `   \`x-debug-block-dirty-bitmap-sha256\` calls one at a time (${fmtMs(m.bitferry.hash.median)} ms for ${m.bitmaps} tiny bitmaps here;`,
-      "   section 3's \"source hash\" column for one large one). The stopped source's bitmaps hashed after `completed`",
-      `   ${m.postmigrateHashesMatch ? "were identical to" : "differed from"} the pre-switchover hashes in every run` +
-        (m.postmigrateHashesMatch
-          ? ": hashing the source after `completed` (it stays stopped, its disks inactive), before verifying the paused destination, would take the whole hashing cost out of the downtime, in precopy and postcopy alike."
-          : "."),
-      "   The same function finds each bitmap's node with `graph.nodes.find` and scans every node's children",
-      "   (`graph.nodes.some(p => p.children.some(...))`) per bitmap: quadratic in the graph, inside the downtime",
-      "   window; negligible at 32 bitmaps, not at thousands. `verify` does the same with `nodes.find` per bitmap.",
-      `5. **Fixed costs of a verified run** (wall ratio ${fmtRatio(m.wallRatio)}): the schema probe on both sides (item 2), two`,
-      `   full snapshots, ${m.bitmaps} hashes on each side, and the capability restore, against a baseline that is almost`,
-      "   nothing but QEMU's own first iteration (about 100 ms with no guest RAM). With a real guest, whose RAM takes",
-      "   seconds to move, the same fixed costs would be a small fraction; with `-machine none` they dominate.",
+      `3. **Fixed costs of a verified run** (wall ratio ${fmtRatio(m.wallRatio)}): two full snapshots, ${m.bitmaps} hashes on each`,
+      `   side (${fmtMs(m.bitferry.hash.median)} ms per side: QEMU's monitor serves the pipelined`,
+      "   `x-debug-block-dirty-bitmap-sha256` calls one at a time) and the capability restore, against a baseline that",
+      "   is almost nothing but QEMU's own first iteration (about 100 ms with no guest RAM). The source is hashed after",
+      "   `completed`, in parallel with the destination's completion, so none of it is downtime. With a real guest, whose",
+      "   RAM takes seconds to move, the same fixed costs would be a small fraction; with `-machine none` they dominate.",
       "",
     );
   }
@@ -632,33 +617,22 @@ function findingsSection(r: BenchResults): string[] {
     const top = p.perBitmapGrowth?.rows[0];
     if (top && p.perBitmapGrowth && top.nsTo > 3 * top.nsFrom && top.nsTo - top.nsFrom > 1000) {
       lines.push(
-        `6. **Planning is not linear: ${top.what}.** Its self time per bitmap grows from ${fmtMs(top.nsFrom / 1000)} µs at ` +
+        `4. **Planning is not linear: ${top.what}.** Its self time per bitmap grows from ${fmtMs(top.nsFrom / 1000)} µs at ` +
           `${p.perBitmapGrowth.from.toLocaleString("en")} disks to ${fmtMs(top.nsTo / 1000)} µs at ${p.perBitmapGrowth.to.toLocaleString("en")}: ` +
-          "it does work proportional to the graph for every bitmap, so the plan is quadratic.",
+          "it does work proportional to the graph for every bitmap.",
+        "",
       );
-      if (top.what.includes("checkSharedImages")) {
-        lines.push(
-          "   In `checkSharedImages` (`src/policy/checks.ts`), `leaves()` scans all migrating bitmaps",
-          "   (`migrating.some(...)`) for every persistent bitmap of every image both sides open, and every such bitmap",
-          "   that does not migrate scans them again (`for (const w of migrating)`) and then `work.find(...)`. Indexing",
-          "   the migrating bitmaps once — a `Set` of `node/bitmap` keys, a `Map` from `target node/target bitmap` to",
-          "   its rows — makes it linear.",
-        );
-      }
-      lines.push("");
     } else {
       const gc = p.profile?.buckets.find((x) => x.what === "garbage collection");
       lines.push(
-        '6. **Planning is linear**, but its constant is not "milliseconds for tens of thousands of bitmaps" (DESIGN',
-        "   section 6)" +
+        "4. **Planning is linear**" +
           (p.twentyThousandBitmaps
-            ? `: ${fmtMs(p.twentyThousandBitmaps.planMs.median)} ms for 20,000 bitmaps on this machine`
+            ? ` (${fmtMs(p.twentyThousandBitmaps.planMs.median)} ms for 20,000 bitmaps on this machine)`
             : "") +
-          (gc ? `, and garbage collection is the largest item of the profile (${fmtMs(gc.ms)} ms)` : "") +
-          ". Per bitmap it allocates a `Work`, a `PlanBitmap` with source and target objects, closures for the",
-        "   address attempts in `decideByDefaults` (`src/policy/decide.ts`), a description string per migrating bitmap",
-        "   in `checkDestination` (`describeNode`, built whether or not an error needs it) and a key string in",
-        "   `checkGroups` (`src/policy/checks.ts`).",
+          (gc ? `; garbage collection is the largest item of the profile (${fmtMs(gc.ms)} ms)` : "") +
+          ". Per bitmap it allocates a `Work`, a `PlanBitmap` with source and target objects and the closures of",
+        "   the address attempts in `decideByDefaults` (`src/policy/decide.ts`); fewer allocations would lower the",
+        "   constant, not the growth.",
         "",
       );
     }
@@ -698,53 +672,38 @@ function failuresSection(r: BenchResults): string[] {
   if (r.failures.some((f) => f.code === "NOT_CONVERGING")) {
     const example = r.failures.find((f) => f.code === "NOT_CONVERGING")?.message ?? "";
     notes.push(
-      "**`NOT_CONVERGING` although bitferry says the limit suffices — bitferry's convergence model is off by 8×.** " +
-        `Example message: "${example.replace(/^NOT_CONVERGING: /, "")}". QEMU's \`dirty_bitmap_state_pending\` ` +
-        "(migration/block-dirty-bitmap.c, `DIV_ROUND_UP(sectors * BDRV_SECTOR_SIZE, gran)`) reports a bitmap's pending " +
-        "data as its number of *granules* — bits, counted as bytes — so QEMU waits until 8 × the payload fits " +
-        "`bandwidth × downtime-limit`. `predictConvergence` (`src/policy/convergence.ts`; its `neededDowntimeMs` becomes " +
-        "the `--max-downtime` the plan suggests) and `unstall` (`src/migrate/run.ts`, `neededMs`) both use bytes, so the " +
-        "suggested bound is 4× too small, each raise undershoots (hence several raises, each after ≥1.5 s and 10 " +
-        "passes), and at the largest payload even QEMU's maximum downtime-limit (2,000 s) is not enough at the " +
-        "bandwidth QEMU estimates with no guest RAM, while the message claims it is. Fix: model QEMU's pending bitmap " +
-        "data as size ÷ granularity (bits), keep `payloadBytes` as the bytes on the wire.",
+      "**`NOT_CONVERGING` is bitferry working as designed, not a benchmark fault.** " +
+        `Example message: "${example.replace(/^NOT_CONVERGING: /, "")}". QEMU counts a bitmap's pending data as its ` +
+        "number of granules (bits counted as bytes, `dirty_bitmap_state_pending` in migration/block-dirty-bitmap.c), " +
+        "8 × the bytes it sends, and with no guest RAM its bandwidth estimate is a few Mbit/s, so at the largest payload " +
+        "even QEMU's maximum `downtime-limit` cannot satisfy it. bitferry raises the limit up to `--max-downtime`, sees " +
+        "that it cannot suffice, cancels, leaves the source running with its bitmaps, and says so with the numbers; " +
+        "`--postcopy` is the way to move such a payload (section 3's postcopy column).",
     );
   }
   if (r.failures.some((f) => f.message.includes("migrate-continue"))) {
     notes.push(
-      "**`QEMU_ERROR … refused migrate-continue … Migration not in expected state: completed` — a race in " +
-        "`MigrationRun.follow` (`src/migrate/run.ts`).** On `pre-switchover` it calls `switchover()`, which ends with " +
-        "`migrate-continue`, and loops straight back to `query-migrate`. QEMU's migration thread leaves " +
-        "`pre-switchover` only once it runs after `migrate-continue` posts its semaphore, so on a busy host the next " +
-        "`query-migrate` can still say `pre-switchover`; bitferry then runs `switchover()` again (hashing again, inside " +
-        "the downtime) and sends a second `migrate-continue`, which QEMU rejects because the migration has moved on. " +
-        "The run fails and bitferry goes into recovery although the migration completed. Fix: never continue the same " +
-        "switchover twice (remember it; or wait for the MIGRATION event that leaves `pre-switchover`).",
+      "**Regression: `migrate-continue` refused.** `MigrationRun.follow` (`src/migrate/run.ts`) must continue each " +
+        "switchover exactly once; a `query-migrate` that still says `pre-switchover` right after `migrate-continue` " +
+        "must not trigger a second one.",
     );
   }
   const probe = r.downtime?.wakeupProbe;
   const slow = probe?.downtimeMs.filter((x) => x >= 150) ?? [];
   if (probe && slow.length > 0) {
     notes.push(
-      `**Lost wake-up: up to 200 ms of extra downtime.** In the wake-up probe (${probe.runs} postcopy runs with nothing ` +
-        `to migrate, ${probe.postcopyRuns} of which switched to postcopy) QEMU reported downtimes of ` +
-        `${probe.downtimeMs.join(", ")} ms: ${slow.length} at about the 200 ms poll interval. ` +
-        "`MigrationRun.pause` (`src/migrate/run.ts`) is woken by MIGRATION events through a single `this.wake` slot " +
-        "that exists only while it sleeps; an event that arrives while `follow()` awaits a command is dropped. " +
-        "`migrate-start-postcopy` makes QEMU stop the source and emit `pre-switchover` before the command's own reply, " +
-        "so bitferry sleeps the full poll interval (`pollMs`, 200 ms) while the source sits stopped. The same can hit " +
-        "precopy whenever `pre-switchover` lands during a `query-migrate`. Fix: latch events (a flag or counter that " +
-        "`pause()` checks before sleeping).",
+      `**Regression: lost wake-up.** In the wake-up probe (${probe.runs} postcopy runs with nothing to migrate, ` +
+        `${probe.postcopyRuns} of which switched to postcopy) QEMU reported downtimes of ${probe.downtimeMs.join(", ")} ms: ` +
+        `${slow.length} at about the 200 ms poll interval. A MIGRATION event that arrives while \`follow()\` awaits a ` +
+        "command must be latched so that `pause()` does not sleep through it (`src/migrate/run.ts`).",
     );
   }
   const stale = (r.migration?.staleDowntime.count ?? 0) + (r.downtime?.staleDowntime.count ?? 0);
   if (stale > 0) {
     notes.push(
-      `**\`migration.downtimeMs\` (and \`totalTimeMs\`) can be 0 in bitferry's result** (${stale} run(s) here). QEMU 7.2 sets ` +
-        "`completed` in `migration_completion` and computes `downtime` and `total-time` later, in " +
-        "`migration_iteration_finish`; a `query-migrate` in between returns 0 for both. `follow()` " +
-        "(`src/migrate/run.ts`) keeps the first `completed` reply and `result()` reports its figures. Fix: re-read " +
-        "`query-migrate` until `total-time` is non-zero (the benchmark does; its figures are QEMU's final ones).",
+      `**Regression: \`migration.downtimeMs\` (and \`totalTimeMs\`) was 0 in bitferry's result** (${stale} run(s) here). ` +
+        "QEMU 7.2 reports `completed` before it computes `downtime` and `total-time`; bitferry must re-read " +
+        "`query-migrate` until `total-time` is set (`src/migrate/run.ts`).",
     );
   }
   for (const n of notes) lines.push(`- ${n}`, "");
