@@ -68,7 +68,7 @@ function bitmapPhase(e: ProgressEvent): string | undefined {
         ? undefined
         : `bitmaps: ${formatBytes(e.bitmapBytes)} wait for the switchover`;
     case "switchover":
-      return e.status === "pre-switchover" ? "bitmaps: source stopped, hashing" : "bitmaps: on the wire";
+      return e.status === "pre-switchover" ? "bitmaps: source stopped, sent next" : "bitmaps: on the wire";
     case "completing":
       return "bitmaps: arriving";
     case "verifying":

@@ -678,7 +678,12 @@ class MigrationRun {
 
   /** After the source completed: wait for the destination to complete and settle its run state. */
   private async completeDestination(): Promise<void> {
-    this.progress("completing", { message: "waiting for the destination" });
+    const hashing = this.planResult?.source.facts.features.bitmapSha256 === true && this.migrating.length > 0;
+    this.progress("completing", {
+      message: hashing
+        ? "waiting for the destination; hashing the source's bitmaps meanwhile"
+        : "waiting for the destination",
+    });
     const until = Date.now() + 120_000;
     for (;;) {
       this.checkpoint();
