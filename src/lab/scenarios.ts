@@ -427,6 +427,52 @@ export const copyStorage: Scenario = {
   },
 };
 
+/**
+ * A real machine instead of `-machine none`: 128 MiB of guest RAM and SeaBIOS running, the disks attached to
+ * guest devices. The RAM travels with the bitmaps and gives QEMU a real bandwidth estimate. Both sides use the same
+ * versioned machine type, so a newer destination accepts an older source; `share-rw` lets the lab dirty a disk
+ * that a device holds.
+ */
+export const guestWithRam: Scenario = {
+  name: "guest-with-ram",
+  description: "pc-i440fx-7.2 with 128 MiB RAM, a qcow2 disk and a null-co disk on virtio-blk devices",
+  async setup(lab, o) {
+    const a = await lab.createImage("a.qcow2", DISK);
+    const b = await lab.createImage("b.qcow2", DISK);
+    const machine = ["-machine", "pc-i440fx-7.2", "-m", "128"];
+    const devices = [
+      "-device",
+      "virtio-blk-pci,drive=disk0,share-rw=on,id=vd0",
+      "-device",
+      "virtio-blk-pci,drive=disk1,share-rw=on,id=vd1",
+    ];
+    const p = await pair(
+      lab,
+      [
+        ...machine,
+        ...qcow2Blockdev({ nodeName: "disk0", file: a }),
+        ...nullBlockdev("disk1", DISK),
+        ...devices,
+      ],
+      [
+        ...machine,
+        ...qcow2Blockdev({ nodeName: "disk0", file: b }),
+        ...nullBlockdev("disk1", DISK),
+        ...devices,
+      ],
+      o,
+    );
+    const m = p.source.monitor;
+    await m.addBitmap("disk0", "backup-0", { granularity: 65536, persistent: true });
+    await m.addBitmap("disk0", "cbt", { granularity: 4096 });
+    await m.addBitmap("disk1", "backup-1", { granularity: 65536 });
+    await writeRange(m, "disk0", 0, 2 * MiB);
+    await writeRange(m, "disk0", 33 * MiB, 512 * 1024);
+    await writeRange(m, "disk1", 8 * MiB, MiB);
+    return p;
+  },
+};
+
 /** The scenarios whose QMP replies scripts/capture-fixtures.ts records for the planner's unit tests. */
 export const scenarios: readonly Scenario[] = [
   driveMirror,

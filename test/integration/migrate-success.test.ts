@@ -123,6 +123,20 @@ describeEachPair("bitferry migrate: successful migrations, strictly verified", (
     });
   });
 
+  it("a machine with guest RAM and disks on guest devices, the guest running", async () => {
+    await withLab(async (lab) => {
+      const pair = await S.guestWithRam.setup(lab, { ...qp.options, paused: true });
+      const before = await bitmapStates(pair.source);
+      assert.equal((await pair.source.monitor.status()).status, "running");
+      const r = await run(lab, pair);
+      await assertArrived(pair, r, before);
+      assert.equal(r.bitmaps.length, 3);
+      const ram = (await pair.source.monitor.migrationInfo()).ram;
+      assert.ok((ram?.total ?? 0) >= 128 * S.MiB, "the guest's RAM went along");
+      assert.equal(r.source.runState, "postmigrate");
+    });
+  });
+
   it("a 512-character bitmap name and a backing chain's read-only bitmap left in place", async () => {
     await withLab(async (lab) => {
       const long = await S.longName.setup(lab, { ...qp.options, paused: true });
