@@ -3,7 +3,7 @@ import { Command, CommanderError } from "@commander-js/extra-typings";
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { ExitCode } from "./exit-codes.js";
-import { processIO, reportError, writeJson, type CliIO } from "./output.js";
+import { exitCodeFor, processIO, reportError, summarizeError, writeJson, type CliIO } from "./output.js";
 import { registerInspect } from "./commands/inspect.js";
 import { registerPlan } from "./commands/plan.js";
 import { registerMigrate } from "./commands/migrate.js";
@@ -55,8 +55,11 @@ export async function main(argv: string[], io: CliIO = processIO): Promise<numbe
       }
       return ExitCode.USAGE;
     }
-    reportError(io, err);
-    return ExitCode.FAILED;
+    // Commands report their own failures; this catches what escapes them (an option parser's own error, for
+    // one), which still owes the caller its exit status and, with --json, its one document.
+    if (argv.includes("--json")) writeJson(io, { version: 1, ok: false, error: summarizeError(err) });
+    else reportError(io, err);
+    return exitCodeFor(err);
   }
   return ctx.exitCode;
 }

@@ -1,6 +1,6 @@
 import { InvalidArgumentError, Option, type Command } from "@commander-js/extra-typings";
 import type { CliContext } from "../main.js";
-import { parseSocketAddress } from "../../qmp/address.js";
+import { AddressSyntaxError, parseSocketAddress } from "../../qmp/address.js";
 
 function positiveInt(what: string): (v: string) => number {
   return (v) => {
@@ -11,17 +11,18 @@ function positiveInt(what: string): (v: string) => number {
   };
 }
 
-function migrationUri(v: string): string {
+/**
+ * `--uri` and `--nbd`: `unix:/path` or `tcp:HOST:PORT`. A malformed one (`tcp:host`, `unix:`) must fail as the
+ * parser's own InvalidArgumentError: any other error escapes commander's usage handling (exit 1, no JSON).
+ */
+function socketUri(v: string): string {
   if (v.startsWith("unix:") || v.startsWith("tcp:")) {
-    parseSocketAddress(v);
-    return v;
-  }
-  throw new InvalidArgumentError("expected unix:/path or tcp:HOST:PORT");
-}
-
-function nbdAddress(v: string): string {
-  if (v.startsWith("unix:") || v.startsWith("tcp:")) {
-    parseSocketAddress(v);
+    try {
+      parseSocketAddress(v);
+    } catch (err) {
+      if (err instanceof AddressSyntaxError) throw new InvalidArgumentError(err.message);
+      throw err;
+    }
     return v;
   }
   throw new InvalidArgumentError("expected unix:/path or tcp:HOST:PORT");
@@ -38,7 +39,7 @@ export function registerMigrate(program: Command, ctx: CliContext): void {
     .requiredOption(
       "--uri <uri>",
       "migration URI the source sends to (unix:/path or tcp:HOST:PORT)",
-      migrationUri,
+      socketUri,
     )
     .option("--policy <file>", "policy file (YAML or JSON): allow, deny, map, defaults")
     .option("--postcopy", "send the bitmaps after the switchover (only for bitmaps on a single node)")
@@ -49,7 +50,7 @@ export function registerMigrate(program: Command, ctx: CliContext): void {
     .option(
       "--nbd <addr>",
       "with --copy-storage: where the destination's NBD server listens, as the source reaches it (unix:/path or tcp:HOST:PORT; default: a private unix socket)",
-      nbdAddress,
+      socketUri,
     )
     .option("--resume", "resume a paused destination (started with -S) once verified")
     .option(
