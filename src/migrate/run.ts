@@ -71,18 +71,6 @@ const RUNNING_STATUSES = new Set([
   "cancelling",
 ]);
 const CANCELLABLE = new Set(["setup", "active", "pre-switchover", "device", "wait-unplug"]);
-/** Drivers whose nodes sit under a format driver and receive its metadata writes at inactivation. */
-const PROTOCOL_DRIVERS = new Set([
-  "file",
-  "host_device",
-  "host_cdrom",
-  "nbd",
-  "iscsi",
-  "rbd",
-  "ssh",
-  "gluster",
-  "nfs",
-]);
 
 function monitorOf(m: QmpClient | QemuMonitor): QemuMonitor {
   return m instanceof QmpClient ? new QemuMonitor(m) : m;
@@ -92,9 +80,27 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** How long cleanup waits for a side's answer before leaving that side as it is. */
+const RESTORE_WAIT_MS = 10_000;
+
+/** `p`, or a rejection after `ms` (the command itself stays in flight; its late reply is dropped). */
+function within<T>(p: Promise<T>, ms: number, onTimeout?: () => void): Promise<T> {
+  let t: NodeJS.Timeout | undefined;
+  const timer = new Promise<never>((_, reject) => {
+    t = setTimeout(() => {
+      onTimeout?.();
+      reject(new Error(`no answer within ${ms} ms`));
+    }, ms);
+  });
+  p.catch(() => undefined);
+  return Promise.race([p, timer]).finally(() => {
+    clearTimeout(t);
+  });
+}
+
 /**
- * Runs DESIGN section 4: plan, set up both sides, migrate, hash every bitmap while the source is stopped at the
- * switchover, verify each on arrival; on any failure cancel, repair the source's bitmaps and leave the source as it
+ * Runs DESIGN section 4: plan, set up both sides, migrate, hash every bitmap on the source once it has completed
+ * (stopped for good, so outside the downtime), verify each on arrival; on any failure cancel, repair the source's bitmaps and leave the source as it
  * was. Never throws for a failed migration: the result says what happened.
  */
 export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
@@ -105,6 +111,8 @@ interface Side {
   mon: QemuMonitor;
   name: "source" | "destination";
   lost: boolean;
+  /** Left a cleanup command unanswered for RESTORE_WAIT_MS: later cleanup leaves this side alone. */
+  unresponsive?: boolean;
   originalCaps: Record<string, boolean>;
   changedCaps: Record<string, boolean>;
 }
@@ -128,6 +136,8 @@ class MigrationRun {
   private sourceRunState0: string | null = null;
   private migrateIssued = false;
   private continued = false;
+  /** What recovery could not do, in words for the error message (the operator has to act on it). */
+  private readonly recoveryNotes: string[] = [];
   private postcopyStarted = false;
   private lastInfo: MigrationInfo | undefined;
   private downtimeOriginal: number | undefined;
@@ -194,7 +204,7 @@ class MigrationRun {
       }
       return await this.result(
         "failed",
-        { code: runError.code, message: runError.message },
+        { code: runError.code, message: [runError.message, ...this.recoveryNotes].join(". ") },
         this.verifiedFromError(runError),
         repaired,
       );
@@ -225,14 +235,22 @@ class MigrationRun {
   /** Removes the storage copy's exports and nodes and the merged temporaries, on success and on failure alike. */
   private async cleanupTemporaries(): Promise<void> {
     if (this.storage) {
-      await this.storage.teardown(!this.src.lost, !this.dst.lost);
+      const storage = this.storage;
       this.storage = undefined;
-    }
-    if (!this.temporariesMade || this.src.lost) return;
-    for (const g of new Set(this.temporaries.values())) {
-      await this.src.mon.removeBitmap(g.disk.name, g.temporary).catch((e: unknown) => {
-        debug("removing %s/%s: %s", g.disk.name, g.temporary, describeError(e));
+      await within(
+        storage.teardown(!this.src.lost && !this.src.unresponsive, !this.dst.lost && !this.dst.unresponsive),
+        4 * RESTORE_WAIT_MS,
+      ).catch((e: unknown) => {
+        debug("removing the disk copies' exports and nodes: %s", describeError(e));
       });
+    }
+    if (!this.temporariesMade) return;
+    for (const g of new Set(this.temporaries.values())) {
+      await this.tidy(
+        this.src,
+        (m) => m.removeBitmap(g.disk.name, g.temporary),
+        `removing ${g.disk.name}/${g.temporary}`,
+      );
     }
   }
 
@@ -320,10 +338,40 @@ class MigrationRun {
   /** Runs a command on one side; a closed monitor or a refusal becomes the run error that says where. */
   private async on<T>(side: Side, fn: (m: QemuMonitor) => Promise<T>, what: string): Promise<T> {
     try {
-      return await fn(side.mon);
+      return await this.abortable(fn(side.mon));
     } catch (err) {
       throw this.sideError(side, err, what);
     }
+  }
+
+  /**
+   * `--timeout` and Ctrl-C take effect even while a command waits on a wedged monitor, not only after the
+   * per-command timeout. The command stays in flight (its late reply is dropped); recovery asks QEMU what happened.
+   */
+  private abortable<T>(p: Promise<T>): Promise<T> {
+    const signal = this.abort.signal;
+    if (signal.aborted) {
+      p.catch(() => undefined);
+      return Promise.reject(signal.reason as Error);
+    }
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = (): void => {
+        p.catch(() => undefined);
+        reject(signal.reason as Error);
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      p.then(
+        (v) => {
+          signal.removeEventListener("abort", onAbort);
+          resolve(v);
+        },
+        (e: unknown) => {
+          signal.removeEventListener("abort", onAbort);
+          // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- passes the command's own error on
+          reject(e);
+        },
+      );
+    });
   }
 
   private sideError(side: Side, err: unknown, what: string): unknown {
@@ -643,9 +691,6 @@ class MigrationRun {
     const nodes = await this.on(this.src, (m) => m.namedBlockNodes(), "reading the migrated bitmaps");
     const byName = new Map(nodes.map((n) => [n["node-name"], n]));
     const graphNodes = new Map((graph?.nodes ?? []).map((n) => [n.name, n]));
-    const fileChildren = new Set(
-      (graph?.nodes ?? []).flatMap((n) => n.children.filter((c) => c.role === "file").map((c) => c.node)),
-    );
     const records = await Promise.all(
       this.migrating.map(async (b) => {
         const n = byName.get(b.source.node);
@@ -658,7 +703,6 @@ class MigrationRun {
           sha256: sha,
           count: info?.count ?? b.source.dirtyBytes,
           nodeSize: n?.image["virtual-size"] ?? node?.size ?? 0,
-          mayChangeAtSwitchover: fileChildren.has(b.source.node) && PROTOCOL_DRIVERS.has(node?.driver ?? ""),
         };
         return [b, rec] as const;
       }),
@@ -759,7 +803,6 @@ class MigrationRun {
           sha256: null,
           count: b.source.dirtyBytes,
           nodeSize: 0,
-          mayChangeAtSwitchover: false,
         };
         const merged = this.mergedFrom.get(b);
         const judged = judgeBitmap(b.source, t, rec, {
@@ -866,15 +909,44 @@ class MigrationRun {
         await sleep(50);
       }
     }
+    // The result's migration.status is where QEMU left the migration (`cancelled`), not the last status the
+    // follow loop saw before the cancel (`active`).
+    if (status !== undefined) this.lastInfo = { ...this.lastInfo, status };
     const state = (await src.status().catch(() => undefined))?.status;
     if (status === "completed" && state === "postmigrate") {
       if (err.code === "VERIFY_FAILED") return []; // both sides alive: the operator decides which runs
+      // Two running copies of one VM are worse than a stopped one: resume the source only when the destination
+      // is gone or answers that it does not run the guest.
+      if (!this.dst.lost) {
+        const there = (await this.tidy(this.dst, (m) => m.status(), "reading the run state"))?.status;
+        if (there === undefined || there === "running") {
+          this.recoveryNotes.push(
+            there === "running"
+              ? "the migration had completed and the destination already runs the guest with its bitmaps; the " +
+                  "source stays stopped"
+              : "the migration had completed but the destination does not answer: the source stays stopped so " +
+                  "that the VM cannot run twice; once the destination answers, resume it, or quit it and resume the source",
+          );
+          return [];
+        }
+      }
       // The destination never ran the guest: bring the VM back where it was. `cont` re-activates the source's
       // disks, which also makes QEMU store the migrated bitmaps again.
-      await src.cont().catch((e: unknown) => {
-        debug("cont: %s", describeError(e));
-      });
-      if (this.sourceRunState0 !== "running") await src.stop().catch(() => undefined);
+      const resumed = await src.cont().then(
+        () => true,
+        (e: unknown) => {
+          debug("cont: %s", describeError(e));
+          // QEMU refuses when the destination already took the disks' locks (shared storage): then the VM and
+          // its bitmaps are on the destination, paused, and only the operator can choose which side runs.
+          this.recoveryNotes.push(
+            `the source could not be resumed (QEMU refused cont: ${describeError(e)}); the migration had ` +
+              "completed, so the VM and its bitmaps are on the destination, which has not run the guest: resume " +
+              "the destination, or quit it and then resume the source",
+          );
+          return false;
+        },
+      );
+      if (resumed && this.sourceRunState0 !== "running") await src.stop().catch(() => undefined);
       return [];
     }
     const persistent = this.migrating.filter((b) => b.source.persistent);
@@ -903,22 +975,42 @@ class MigrationRun {
     return outcomes;
   }
 
+  /**
+   * A cleanup command: never throws, and a side that stopped answering (the reason the run failed, perhaps) holds
+   * the cleanup up once, for RESTORE_WAIT_MS, not for every command or for ever.
+   */
+  private async tidy<T>(
+    side: Side,
+    fn: (m: QemuMonitor) => Promise<T>,
+    what: string,
+  ): Promise<T | undefined> {
+    if (side.lost || side.unresponsive) return undefined;
+    try {
+      return await within(fn(side.mon), RESTORE_WAIT_MS, () => {
+        side.unresponsive = true;
+      });
+    } catch (e) {
+      debug("%s on the %s: %s", what, side.name, describeError(e));
+      return undefined;
+    }
+  }
+
   /** Puts back what bitferry changed (capabilities, downtime-limit), where QEMU allows it. */
   private async restore(): Promise<void> {
-    if (this.downtimeRaised !== undefined && this.downtimeOriginal !== undefined && !this.src.lost) {
+    if (this.downtimeRaised !== undefined && this.downtimeOriginal !== undefined) {
       const original = this.downtimeOriginal;
-      await this.src.mon.setMigrationParameters({ "downtime-limit": original }).catch((e: unknown) => {
-        debug("restoring downtime-limit: %s", describeError(e));
-      });
+      await this.tidy(
+        this.src,
+        (m) => m.setMigrationParameters({ "downtime-limit": original }),
+        "restoring downtime-limit",
+      );
     }
     await Promise.all(
       [this.src, this.dst].map(async (side) => {
-        if (side.lost || Object.keys(side.originalCaps).length === 0) return;
-        const status = (await side.mon.migrationInfo().catch(() => undefined))?.status;
-        if (status !== undefined && RUNNING_STATUSES.has(status)) return;
-        await side.mon.setMigrationCapabilities(side.originalCaps).catch((e: unknown) => {
-          debug("restoring capabilities on the %s: %s", side.name, describeError(e));
-        });
+        if (Object.keys(side.originalCaps).length === 0) return;
+        const info = await this.tidy(side, (m) => m.migrationInfo(), "reading the migration status");
+        if (info === undefined || (info.status !== undefined && RUNNING_STATUSES.has(info.status))) return;
+        await this.tidy(side, (m) => m.setMigrationCapabilities(side.originalCaps), "restoring capabilities");
       }),
     );
   }
@@ -975,7 +1067,7 @@ class MigrationRun {
   ): Promise<MigrateResult> {
     const info = this.lastInfo;
     const runState = async (side: Side): Promise<string | null> =>
-      side.lost ? null : ((await side.mon.status().catch(() => undefined))?.status ?? null);
+      (await this.tidy(side, (m) => m.status(), "reading the run state"))?.status ?? null;
     const plan = this.plan();
     return {
       version: 1,

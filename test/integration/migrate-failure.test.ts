@@ -7,7 +7,7 @@ import { bitmapStates, storedBitmaps, type BitmapState } from "../helpers/bitmap
 import type { MigrateResult } from "../../src/migrate/run.js";
 import { withLab } from "../helpers/lab.js";
 import { onceAt, runMigration } from "../helpers/migrate.js";
-import { describeEachPair } from "../helpers/pairs.js";
+import { buildPairCases, describeEachPair } from "../helpers/pairs.js";
 import { spawnCli } from "../helpers/cli.js";
 
 /**
@@ -160,6 +160,49 @@ describeEachPair("bitferry migrate: failures leave the source whole", (qp) => {
       const r = await runMigration(lab, pair, { timeoutMs: 1000, maxDowntimeMs: 301 });
       assert.ok(["TIMEOUT", "NOT_CONVERGING"].includes(r.error?.code ?? ""), JSON.stringify(r.error));
       await assertSourceIntact(lab, pair, before, lab.path("big.qcow2"));
+    });
+  });
+});
+
+// One pair is enough: what is tested is bitferry's own clock, not QEMU's behaviour.
+describeEachPair("bitferry migrate: a monitor that stops answering", (qp) => {
+  if (qp !== buildPairCases[0]) return;
+  it("--timeout ends the run while a command waits on a frozen destination; the VM is not resumed twice", async () => {
+    await withLab(async (lab) => {
+      const pair = await S.blockdevSame.setup(lab, { ...qp.options, paused: true });
+      const before = await bitmapStates(pair.source);
+      let frozenAt = 0;
+      try {
+        const r = await runMigration(lab, pair, {
+          timeoutMs: 3000,
+          onProgress: onceAt(
+            (e) => e.phase === "completing",
+            () => {
+              // The destination's main loop stops: its monitor reads nothing and answers nothing.
+              process.kill(pair.destination.pid, "SIGSTOP");
+              frozenAt = Date.now();
+            },
+          ),
+        });
+        const took = Date.now() - frozenAt;
+        assert.ok(frozenAt > 0, "the run reached the destination's completion");
+        assert.equal(r.error?.code, "TIMEOUT", JSON.stringify(r.error));
+        // The timeout, then one bounded wait for the frozen side; not the per-command timeout, not for ever.
+        assert.ok(took < 20_000, `the run ended ${took} ms after the destination froze`);
+        // The migration completed, so the destination may hold the VM: the source must not run it a second time.
+        assert.equal(r.source.runState, "postmigrate");
+        assert.equal(r.destination.runState, null);
+        assert.match(r.error.message, /the destination does not answer: the source stays stopped/);
+        const after = await bitmapStates(pair.source);
+        for (const [key, b] of before) assert.equal(after.get(key)?.sha256, b.sha256, `${key} content`);
+      } finally {
+        process.kill(pair.destination.pid, "SIGCONT");
+      }
+      // Once the destination answers again, it holds the VM, paused, with every bitmap.
+      assert.equal((await pair.destination.monitor.status()).status, "paused");
+      const there = await bitmapStates(pair.destination);
+      for (const [key, b] of before)
+        assert.equal(there.get(key)?.sha256, b.sha256, `${key} on the destination`);
     });
   });
 });
