@@ -98,8 +98,9 @@ function printable(s: string): string {
   return s.replace(/[\u0000-\u001f\u007f-\u009f]/g, (ch) => JSON.stringify(ch).slice(1, -1));
 }
 
+/** The first line only; the YAML library's pretty errors end it with ":" before a code excerpt we do not print. */
 function oneLine(s: string): string {
-  return s.split("\n")[0]?.trim() ?? s;
+  return (s.split("\n")[0]?.trim() ?? s).replace(/:$/, "");
 }
 
 type Json = unknown;

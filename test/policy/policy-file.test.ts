@@ -98,7 +98,7 @@ map:
   it("reports YAML and JSON syntax errors with the file name", () => {
     rejects("map: [\n", "p.yaml", /^p\.yaml: not valid YAML/);
     rejects("{", "p.json", /^p\.json: not valid JSON/);
-    rejects("a: 1\na: 2\n", "p.yaml", /not valid YAML/);
+    rejects("a: 1\na: 2\n", "p.yaml", /not valid YAML: Map keys must be unique at line 2, column 1$/);
   });
 
   it("bounds YAML alias expansion (billion laughs) and file size", () => {
