@@ -9,6 +9,13 @@ import { QemuMonitor } from "../qemu/monitor.js";
 import { readSnapshot, type QemuSnapshot } from "../qemu/snapshot.js";
 import { QmpClient } from "../qmp/client.js";
 
+/** One line for a plan with errors: how many, and which (the error documents carry the details and fixes). */
+export function planErrorsMessage(plan: Plan): string {
+  return `the plan has ${plan.errors.length} error(s); nothing was changed on either side: ${plan.errors
+    .map((e) => `${e.code}${e.bitmap !== null ? ` (${e.node ?? ""}/${e.bitmap})` : ""}`)
+    .join(", ")}`;
+}
+
 export interface PlanRequest {
   policy?: Policy;
   postcopy?: boolean;

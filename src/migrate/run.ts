@@ -6,7 +6,7 @@ import type { Plan, PlanBitmap } from "../policy/types.js";
 import { debug } from "../util/debug.js";
 import { BitferryError, describeError } from "../util/errors.js";
 import { RunError, type RunErrorCode } from "./errors.js";
-import { planMigration, type PlanRequest, type PlanResult } from "./plan.js";
+import { planErrorsMessage, planMigration, type PlanRequest, type PlanResult } from "./plan.js";
 import type { ProgressListener, RunPhase } from "./progress.js";
 import { repairPersistence, type RepairOutcome } from "./repair.js";
 import { qemuPendingBytes } from "../policy/convergence.js";
@@ -167,9 +167,7 @@ class MigrationRun {
       if (!plan.ok) {
         return await this.result("planned", {
           code: "PLAN_ERRORS",
-          message: `the plan has ${plan.errors.length} error(s); nothing was changed on either side: ${plan.errors
-            .map((e) => `${e.code}${e.bitmap !== null ? ` (${e.node ?? ""}/${e.bitmap})` : ""}`)
-            .join(", ")}`,
+          message: planErrorsMessage(plan),
         });
       }
       this.migrating = this.buildStreams(this.planResult);

@@ -2,7 +2,9 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as S from "../../src/lab/scenarios.js";
 import type { MigrateResult } from "../../src/migrate/run.js";
+import type { Plan } from "../../src/policy/types.js";
 import { runCli, spawnCli } from "../helpers/cli.js";
+import { FakeQmpServer } from "../helpers/fake-qmp.js";
 import { withLab } from "../helpers/lab.js";
 
 /**
@@ -61,6 +63,67 @@ describe("bitferry CLI contract (section 5)", () => {
     assert.equal(r.code, 2, r.stderr);
     assert.equal((r.json() as FailureDoc).error.code, "USAGE");
   });
+
+  // A plan with errors exits 1 and is a failure: like every failing --json document it carries `error`.
+  it("plan --json with errors: ok false, the errors, and error.code PLAN_ERRORS", async () => {
+    await withLab(async (lab) => {
+      const pair = await S.sizes.setup(lab);
+      const r = await runCli([
+        "plan",
+        "--source",
+        pair.source.monitorSocket,
+        "--dest",
+        pair.destination.monitorSocket,
+        "--json",
+      ]);
+      assert.equal(r.code, 1, r.stderr);
+      const doc = r.json() as Plan & { error?: { code: string; message: string } };
+      assert.equal(doc.ok, false);
+      assert.ok(doc.errors.length > 0);
+      assert.equal(doc.error?.code, "PLAN_ERRORS");
+      for (const e of doc.errors) assert.ok(doc.error.message.includes(e.code), doc.error.message);
+    });
+  });
+
+  // plan and inspect once died from the signal: no document on stdout, and the shell saw a signal death.
+  for (const [sig, status, json] of [
+    ["SIGINT", 130, true],
+    ["SIGTERM", 143, false],
+  ] as const) {
+    it(`plan interrupted by ${sig} while QEMU is slow to answer: exit ${status}, INTERRUPTED`, async () => {
+      let pid = -1;
+      const server = await FakeQmpServer.start({
+        handle: (cmd, conn) => {
+          // Capabilities are negotiated; the queries of the plan are never answered.
+          if (cmd.execute === "qmp_capabilities") conn.send({ return: {}, id: cmd.id });
+          else if (pid > 0) {
+            process.kill(pid, sig);
+            pid = -1;
+          }
+        },
+      });
+      try {
+        const r = await spawnCli(
+          ["plan", "--source", server.path, "--dest", server.path, ...(json ? ["--json"] : [])],
+          { onSpawn: (p) => (pid = p) },
+        );
+        assert.equal(r.code, status, r.stderr);
+        if (json) {
+          const doc = r.json() as FailureDoc;
+          assert.equal(doc.ok, false);
+          assert.equal(doc.error.code, "INTERRUPTED");
+        } else {
+          assert.equal(r.stdout, "");
+          assert.match(
+            r.stderr,
+            /interrupted \(SIGTERM\) while planning; nothing was changed \[INTERRUPTED\]/,
+          );
+        }
+      } finally {
+        await server.close();
+      }
+    });
+  }
 
   // After a cancel the result said `migration.status: "active"` (the last status seen before cancelling) while
   // QEMU reported the migration `cancelled`.

@@ -8,6 +8,7 @@ import {
   type InspectExtent,
 } from "../../qcow2/inspect.js";
 import { ExitCode } from "../exit-codes.js";
+import { exitOnSignal } from "../interrupt.js";
 import { colors, exitCodeFor, reportError, writeJson, type CliIO } from "../output.js";
 
 export interface InspectFlags {
@@ -20,6 +21,7 @@ export interface InspectFlags {
 /** The `inspect` command's work, loaded only when the command runs. */
 export async function runInspect(io: CliIO, image: string, flags: InspectFlags): Promise<number> {
   let doc: InspectDocument;
+  const stopSignals = exitOnSignal(io, flags.json === true, `reading ${image}`);
   try {
     doc = await inspectImage(image, {
       ...(flags.bitmap !== undefined ? { bitmap: flags.bitmap } : {}),
@@ -30,6 +32,8 @@ export async function runInspect(io: CliIO, image: string, flags: InspectFlags):
     if (flags.json) writeJson(io, inspectErrorDocument(err));
     else reportError(io, err);
     return exitCodeFor(err);
+  } finally {
+    stopSignals();
   }
   if (flags.json) writeJson(io, doc);
   else renderHuman(io, doc, flags);

@@ -3,7 +3,8 @@ import { connectMonitor, loadPolicy } from "../connect.js";
 import { ExitCode } from "../exit-codes.js";
 import { colors, exitCodeFor, reportError, summarizeError, writeJson } from "../output.js";
 import { writePicture } from "../picture.js";
-import { planMigration } from "../../migrate/plan.js";
+import { exitOnSignal } from "../interrupt.js";
+import { planErrorsMessage, planMigration } from "../../migrate/plan.js";
 import type { QemuMonitor } from "../../qemu/monitor.js";
 
 export interface PlanFlags {
@@ -19,6 +20,7 @@ export interface PlanFlags {
 /** The `plan` command's work, loaded only when the command runs (keeps `bitferry --help` fast). */
 export async function planAction(opts: PlanFlags, ctx: CliContext): Promise<void> {
   const monitors: QemuMonitor[] = [];
+  const stopSignals = exitOnSignal(ctx.io, opts.json ?? false, "planning");
   try {
     const policy = await loadPolicy(opts.policy);
     const source = await connectMonitor(opts.source, "source");
@@ -39,7 +41,12 @@ export async function planAction(opts: PlanFlags, ctx: CliContext): Promise<void
       });
       ctx.io.stderr.write(`bitferry: wrote the picture of the plan to ${opts.html}\n`);
     }
-    if (opts.json) writeJson(ctx.io, plan);
+    // A failure carries `error` in every --json document; for a plan, its errors are the details.
+    if (opts.json)
+      writeJson(
+        ctx.io,
+        plan.ok ? plan : { ...plan, error: { code: "PLAN_ERRORS", message: planErrorsMessage(plan) } },
+      );
     else {
       const { renderPlanText } = await import("../render/plan-text.js");
       ctx.io.stdout.write(renderPlanText(plan, colors(ctx.io)));
@@ -50,6 +57,7 @@ export async function planAction(opts: PlanFlags, ctx: CliContext): Promise<void
     else reportError(ctx.io, err);
     ctx.exitCode = exitCodeFor(err);
   } finally {
+    stopSignals();
     for (const m of monitors) m.qmp.close();
   }
 }
