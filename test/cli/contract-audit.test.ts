@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import * as S from "../../src/lab/scenarios.js";
 import type { MigrateResult } from "../../src/migrate/run.js";
 import type { Plan } from "../../src/policy/types.js";
-import { runCli, spawnCli } from "../helpers/cli.js";
+import { pairArgs, runCli, spawnCli } from "../helpers/cli.js";
 import { FakeQmpServer } from "../helpers/fake-qmp.js";
 import { withLab } from "../helpers/lab.js";
 
@@ -68,14 +68,7 @@ describe("bitferry CLI contract (section 5)", () => {
   it("plan --json with errors: ok false, the errors, and error.code PLAN_ERRORS", async () => {
     await withLab(async (lab) => {
       const pair = await S.sizes.setup(lab);
-      const r = await runCli([
-        "plan",
-        "--source",
-        pair.source.monitorSocket,
-        "--dest",
-        pair.destination.monitorSocket,
-        "--json",
-      ]);
+      const r = await runCli(["plan", ...pairArgs(pair), "--json"]);
       assert.equal(r.code, 1, r.stderr);
       const doc = r.json() as Plan & { error?: { code: string; message: string } };
       assert.equal(doc.ok, false);
@@ -132,10 +125,7 @@ describe("bitferry CLI contract (section 5)", () => {
       const pair = await S.stallingPersistent.setup(lab);
       const r = await runCli([
         "migrate",
-        "--source",
-        pair.source.monitorSocket,
-        "--dest",
-        pair.destination.monitorSocket,
+        ...pairArgs(pair),
         "--uri",
         `unix:${lab.path("mig.sock")}`,
         // A downtime bound too small to ever converge keeps the migration active until the timeout.

@@ -23,6 +23,14 @@ function result(code: number, stdout: string, stderr: string): CliRun {
   };
 }
 
+/** `--source SOCKET --dest SOCKET` for a lab pair's user monitors. */
+export function pairArgs(pair: {
+  source: { monitorSocket: string };
+  destination: { monitorSocket: string };
+}): string[] {
+  return ["--source", pair.source.monitorSocket, "--dest", pair.destination.monitorSocket];
+}
+
 /** Runs the CLI in-process with captured output. */
 export async function runCli(args: string[]): Promise<CliRun> {
   const out = new PassThrough();
