@@ -111,7 +111,13 @@ async function differential(
   ]);
   f.equal(cli.code, plan.ok ? 0 : 1, "bitferry plan exit status");
   try {
-    f.equal(cli.json(), JSON.parse(JSON.stringify(plan)), "bitferry plan --json equals planMigration");
+    const { error, ...printed } = cli.json() as { error?: { code: string } };
+    f.equal(printed, JSON.parse(JSON.stringify(plan)), "bitferry plan --json equals planMigration");
+    f.equal(
+      error?.code,
+      plan.ok ? undefined : "PLAN_ERRORS",
+      "bitferry plan --json: error of a plan with errors",
+    );
   } catch {
     f.check(
       false,
