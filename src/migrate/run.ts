@@ -76,8 +76,31 @@ function monitorOf(m: QmpClient | QemuMonitor): QemuMonitor {
   return m instanceof QmpClient ? new QemuMonitor(m) : m;
 }
 
+function sentence(s: string): string {
+  return s.charAt(0).toUpperCase() + s.slice(1);
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * After the switch to postcopy a destination started without -S runs the guest: the source's VM is then out of
+ * date, and resuming it would run an older copy over disks the newer one wrote.
+ */
+const POSTCOPY_COMPLETED_NOTE =
+  "The destination was lost after the migration completed through postcopy, so bitferry did not resume the " +
+  "source: unless the destination was started with -S, the guest ran there and the source's VM state is from the " +
+  "switchover. If it was started with -S, resuming the source (cont) is safe. The source keeps every bitmap";
+
+/** QEMU keeps a source whose postcopy broke in `postcopy-paused` and refuses `cont` ("not finalized yet"). */
+function postcopyBrokenNote(status: string | undefined): string {
+  return (
+    `Postcopy had started (QEMU's migration status: ${status ?? "unknown"}), so the source cannot simply resume: ` +
+    "if the destination is still alive, resume the paused postcopy (migrate-recover on the destination, then " +
+    "migrate with resume: true on the source); if it is gone, the VM's state since the switchover went with it. " +
+    "The source keeps every bitmap"
+  );
 }
 
 /** How long cleanup waits for a side's answer before leaving that side as it is. */
@@ -138,7 +161,10 @@ class MigrationRun {
   private continued = false;
   /** What recovery could not do, in words for the error message (the operator has to act on it). */
   private readonly recoveryNotes: string[] = [];
+  /** bitferry asked QEMU to switch to postcopy. */
   private postcopyStarted = false;
+  /** QEMU did switch: the destination may have run the guest since. */
+  private postcopyEntered = false;
   private lastInfo: MigrationInfo | undefined;
   private downtimeOriginal: number | undefined;
   private downtimeRaised: number | undefined;
@@ -202,7 +228,7 @@ class MigrationRun {
       }
       return await this.result(
         "failed",
-        { code: runError.code, message: [runError.message, ...this.recoveryNotes].join(". ") },
+        { code: runError.code, message: [runError.message, ...this.recoveryNotes.map(sentence)].join(". ") },
         this.verifiedFromError(runError),
         repaired,
       );
@@ -261,7 +287,15 @@ class MigrationRun {
           side.lost = true;
           this.notify();
         }),
-        side.mon.qmp.on("MIGRATION", () => {
+        side.mon.qmp.on("MIGRATION", (ev) => {
+          // The events, not the polls, tell whether QEMU really switched: a poll can miss a short postcopy phase,
+          // and a migration asked to switch may complete in precopy first.
+          if (
+            side === this.src &&
+            typeof ev.data.status === "string" &&
+            ev.data.status.startsWith("postcopy-")
+          )
+            this.postcopyEntered = true;
           this.notify();
         }),
       );
@@ -539,6 +573,7 @@ class MigrationRun {
       const info = await this.on(this.src, (m) => m.migrationInfo(), "following the migration");
       this.lastInfo = info;
       const status = info.status ?? "none";
+      if (status.startsWith("postcopy-")) this.postcopyEntered = true;
       this.progress(this.phase === "switchover" ? "switchover" : "migrating", {
         status,
         transferredBytes: info.ram?.transferred,
@@ -913,6 +948,10 @@ class MigrationRun {
     const state = (await src.status().catch(() => undefined))?.status;
     if (status === "completed" && state === "postmigrate") {
       if (err.code === "VERIFY_FAILED") return []; // both sides alive: the operator decides which runs
+      if (this.dst.lost && this.postcopyEntered) {
+        this.recoveryNotes.push(POSTCOPY_COMPLETED_NOTE);
+        return [];
+      }
       // Two running copies of one VM are worse than a stopped one: resume the source only when the destination
       // is gone or answers that it does not run the guest.
       if (!this.dst.lost) {
@@ -965,7 +1004,9 @@ class MigrationRun {
       );
     }
     const now = (await src.status().catch(() => undefined))?.status;
-    if (this.sourceRunState0 === "running" && now !== undefined && now !== "running") {
+    if (this.postcopyEntered) {
+      this.recoveryNotes.push(postcopyBrokenNote(status));
+    } else if (this.sourceRunState0 === "running" && now !== undefined && now !== "running") {
       await src.cont().catch((e: unknown) => {
         debug("cont: %s", describeError(e));
       });
@@ -1077,7 +1118,7 @@ class MigrationRun {
         status: info?.status ?? "none",
         totalTimeMs: info?.["total-time"] ?? null,
         downtimeMs: info?.downtime ?? null,
-        postcopy: this.postcopyStarted,
+        postcopy: this.postcopyEntered,
         ...(this.downtimeRaised !== undefined ? { downtimeLimitRaisedMs: this.downtimeRaised } : {}),
       },
       source: { runState: await runState(this.src), repaired },

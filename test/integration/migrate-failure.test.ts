@@ -70,6 +70,34 @@ describeEachPair("bitferry migrate: failures leave the source whole", (qp) => {
     });
   });
 
+  it("the destination killed after the switch to postcopy: the source is not resumed, and the message says why", async () => {
+    await withLab(async (lab) => {
+      const pair = await S.largeSingleNode.setup(lab, qp.options);
+      const before = await bitmapStates(pair.source);
+      let killed = false;
+      // The moment QEMU switches (its event reaches every monitor), not when bitferry's poll happens to see it.
+      const off = pair.source.monitor.qmp.on("MIGRATION", (ev) => {
+        if (!killed && ev.data.status === "postcopy-active") {
+          pair.destination.kill("SIGKILL");
+          killed = true;
+        }
+      });
+      const r = await runMigration(lab, pair, { postcopy: true }).finally(off);
+      assert.ok(killed, "the run switched to postcopy");
+      assert.equal(r.ok, false);
+      assert.ok(
+        ["DESTINATION_LOST", "MIGRATION_FAILED"].includes(r.error?.code ?? ""),
+        JSON.stringify(r.error),
+      );
+      assert.equal(r.migration.postcopy, true);
+      // The guest may have run on the destination since the switchover: an older copy must not run again.
+      assert.notEqual(r.source.runState, "running");
+      assert.match(r.error?.message ?? "", /did not resume the source|cannot simply resume/);
+      const after = await bitmapStates(pair.source);
+      for (const [key, b] of before) assert.equal(after.get(key)?.sha256, b.sha256, `${key} content`);
+    });
+  });
+
   it("a cancel at pre-switchover (the user interrupts while the source is stopped)", async () => {
     await withLab(async (lab) => {
       const pair = await S.stallingPersistent.setup(lab, { ...qp.options, paused: true });
