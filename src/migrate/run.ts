@@ -1,7 +1,7 @@
 import { QmpClient } from "../qmp/client.js";
 import { QmpCommandError, QmpConnectionClosedError, QmpError } from "../qmp/errors.js";
 import { QemuMonitor } from "../qemu/monitor.js";
-import type { MigrationInfo } from "../qemu/replies.js";
+import type { BlockDirtyInfo, MigrationInfo } from "../qemu/replies.js";
 import type { Plan, PlanBitmap } from "../policy/types.js";
 import { debug } from "../util/debug.js";
 import { BitferryError, describeError } from "../util/errors.js";
@@ -130,6 +130,13 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
   return new MigrationRun(options).run();
 }
 
+/** A migrating bitmap as the destination has it after the migration. */
+interface ArrivedBitmap {
+  info: BlockDirtyInfo | undefined;
+  nodeSize: number | undefined;
+  sha256: string | null;
+}
+
 interface Side {
   mon: QemuMonitor;
   name: "source" | "destination";
@@ -204,8 +211,12 @@ class MigrationRun {
       this.lastInfo = await this.finalTimes(info);
       await this.finishCopy();
       // Two QEMUs, two monitors: hash the source while the destination finishes loading.
-      await Promise.all([this.recordSource(), this.completeDestination()]);
-      const verified = await this.verify();
+      // Two QEMUs, two monitors: each side's hashes are taken at the same time.
+      const [, arrived] = await Promise.all([
+        this.recordSource(),
+        this.completeDestination().then(() => this.readDestination()),
+      ]);
+      const verified = this.verify(arrived);
       const failed = verified.filter((v) => v.verified === "failed");
       if (failed.length > 0) {
         throw new RunError(
@@ -800,7 +811,8 @@ class MigrationRun {
     }
   }
 
-  private async verify(): Promise<VerifiedBitmap[]> {
+  /** What arrived on the destination for each migrating bitmap, hashed before the destination runs. */
+  private async readDestination(): Promise<Map<PlanBitmap, ArrivedBitmap>> {
     this.progress("verifying", {
       message: `verifying ${this.migrating.length} bitmap(s) on the destination`,
     });
@@ -822,42 +834,55 @@ class MigrationRun {
     }
     const byName = new Map(nodes.map((n) => [n["node-name"], n]));
     const ran = this.destinationRan;
-    return Promise.all(
-      this.migrating.map(async (b) => {
+    const arrived = await Promise.all(
+      this.migrating.map(async (b): Promise<[PlanBitmap, ArrivedBitmap]> => {
         const t = b.target;
         if (!t) throw new Error("a migrating bitmap without a target");
         const n = byName.get(t.node);
         const info = n?.["dirty-bitmaps"]?.find((x) => x.name === t.bitmap);
-        const sha =
+        const sha256 =
           hash && info && !ran
             ? await this.on(this.dst, (m) => m.bitmapSha256(t.node, t.bitmap), "hashing bitmaps")
             : null;
-        const rec = this.sourceRecords.get(b) ?? {
-          sha256: null,
-          count: b.source.dirtyBytes,
-          nodeSize: 0,
-        };
-        const merged = this.mergedFrom.get(b);
-        const judged = judgeBitmap(b.source, t, rec, {
-          bitmap: info
-            ? {
-                name: t.bitmap,
-                granularity: info.granularity,
-                count: info.count,
-                recording: info.recording,
-                busy: info.busy,
-                persistent: info.persistent,
-                inconsistent: info.inconsistent ?? false,
-                readOnly: false,
-              }
-            : undefined,
-          nodeSize: n?.image["virtual-size"],
-          sha256: sha,
-          ran,
-        });
-        return merged ? { ...judged, mergedFrom: merged } : judged;
+        return [b, { info, nodeSize: n?.image["virtual-size"], sha256 }];
       }),
     );
+    return new Map(arrived);
+  }
+
+  /** Judges every migrating bitmap: what the source sent against what arrived. */
+  private verify(arrived: Map<PlanBitmap, ArrivedBitmap>): VerifiedBitmap[] {
+    const ran = this.destinationRan;
+    return this.migrating.map((b) => {
+      const t = b.target;
+      if (!t) throw new Error("a migrating bitmap without a target");
+      const got = arrived.get(b);
+      const info = got?.info;
+      const rec = this.sourceRecords.get(b) ?? {
+        sha256: null,
+        count: b.source.dirtyBytes,
+        nodeSize: 0,
+      };
+      const merged = this.mergedFrom.get(b);
+      const judged = judgeBitmap(b.source, t, rec, {
+        bitmap: info
+          ? {
+              name: t.bitmap,
+              granularity: info.granularity,
+              count: info.count,
+              recording: info.recording,
+              busy: info.busy,
+              persistent: info.persistent,
+              inconsistent: info.inconsistent ?? false,
+              readOnly: false,
+            }
+          : undefined,
+        nodeSize: got?.nodeSize,
+        sha256: got?.sha256 ?? null,
+        ran,
+      });
+      return merged ? { ...judged, mergedFrom: merged } : judged;
+    });
   }
 
   /**
