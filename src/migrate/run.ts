@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { QmpClient } from "../qmp/client.js";
 import { QmpCommandError, QmpConnectionClosedError, QmpError } from "../qmp/errors.js";
 import { QemuMonitor } from "../qemu/monitor.js";
@@ -179,6 +180,9 @@ class MigrationRun {
   private phase: RunPhase = "plan";
 
   constructor(private readonly o: MigrateOptions) {
+    // Every command in flight listens for the abort (see `abortable`), hundreds at once when bitmaps are hashed;
+    // each listener goes with its command, so Node's leak warning would only be noise on the user's terminal.
+    setMaxListeners(0, this.abort.signal);
     this.src = { mon: monitorOf(o.source), name: "source", lost: false, originalCaps: {}, changedCaps: {} };
     this.dst = {
       mon: monitorOf(o.destination),

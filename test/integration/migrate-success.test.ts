@@ -123,6 +123,27 @@ describeEachPair("bitferry migrate: successful migrations, strictly verified", (
     });
   });
 
+  it("many bitmaps hashed at once: no Node warning reaches the user's terminal", async () => {
+    await withLab(async (lab) => {
+      const pair = await S.blockdevSame.setup(lab, { ...qp.options, paused: true });
+      for (let i = 0; i < 24; i++)
+        await pair.source.monitor.addBitmap("disk1", `many-${i}`, { granularity: 65536 });
+      const warnings: string[] = [];
+      const onWarning = (w: Error): void => {
+        warnings.push(`${w.name}: ${w.message}`);
+      };
+      process.on("warning", onWarning);
+      try {
+        const r = await run(lab, pair);
+        assert.equal(r.ok, true, JSON.stringify(r.error));
+        assert.equal(r.bitmaps.length, 29);
+      } finally {
+        process.off("warning", onWarning);
+      }
+      assert.deepEqual(warnings, []);
+    });
+  });
+
   it("a machine with guest RAM and disks on guest devices, the guest running", async () => {
     await withLab(async (lab) => {
       const pair = await S.guestWithRam.setup(lab, { ...qp.options, paused: true });
