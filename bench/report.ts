@@ -499,8 +499,9 @@ function downtimeSection(r: BenchResults): string[] {
   const wp = d.wakeupProbe;
   lines.push(
     "",
-    `Wake-up probe: ${wp.runs} postcopy runs with no bitmap to migrate; ${wp.postcopyRuns} switched to postcopy ` +
-      `(the others completed first), with QEMU-reported downtimes of ${wp.downtimeMs.join(", ") || "—"} ms.`,
+    `Wake-up probe (a pause that sleeps through QEMU's event would show as about 200 ms of downtime): ${wp.runs} ` +
+      `runs asked for postcopy with no bitmap to migrate; QEMU switched in ${wp.postcopyRuns} (it completes in ` +
+      `precopy first when nothing is pending); QEMU-reported downtimes ${wp.downtimeMs.join(", ") || "—"} ms.`,
   );
   if (d.staleDowntime.count > 0) {
     lines.push(
@@ -692,8 +693,8 @@ function failuresSection(r: BenchResults): string[] {
   const slow = probe?.downtimeMs.filter((x) => x >= 150) ?? [];
   if (probe && slow.length > 0) {
     notes.push(
-      `**Regression: lost wake-up.** In the wake-up probe (${probe.runs} postcopy runs with nothing to migrate, ` +
-        `${probe.postcopyRuns} of which switched to postcopy) QEMU reported downtimes of ${probe.downtimeMs.join(", ")} ms: ` +
+      `**Regression: lost wake-up.** In the wake-up probe (${probe.runs} runs asking for postcopy with nothing to ` +
+        `migrate) QEMU reported downtimes of ${probe.downtimeMs.join(", ")} ms: ` +
         `${slow.length} at about the 200 ms poll interval. A MIGRATION event that arrives while \`follow()\` awaits a ` +
         "command must be latched so that `pause()` does not sleep through it (`src/migrate/run.ts`).",
     );
