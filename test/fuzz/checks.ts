@@ -1,6 +1,7 @@
 import { isDeepStrictEqual } from "node:util";
 import type { QemuProcess } from "../../src/lab/process.js";
 import { inspectImage } from "../../src/qcow2/inspect.js";
+import { bitmapStates, type BitmapState } from "../helpers/bitmaps.js";
 
 /** Collects failed expectations instead of throwing at the first, so one run reports everything that differs. */
 export class Findings {
@@ -34,39 +35,8 @@ export function short(v: unknown): string {
   return s.length > 300 ? `${s.slice(0, 300)}…` : s;
 }
 
-export interface BitmapState {
-  node: string;
-  name: string;
-  count: number;
-  granularity: number;
-  busy: boolean;
-  persistent: boolean;
-  recording: boolean;
-  inconsistent: boolean;
-  sha256: string;
-}
-
-/** Every named bitmap of a QEMU, keyed "node/name", with its content hash. */
-export async function bitmapStates(proc: QemuProcess): Promise<Map<string, BitmapState>> {
-  const out = new Map<string, BitmapState>();
-  for (const n of await proc.monitor.namedBlockNodes()) {
-    for (const b of n["dirty-bitmaps"] ?? []) {
-      if (b.name === undefined) continue;
-      out.set(`${n["node-name"]}/${b.name}`, {
-        node: n["node-name"],
-        name: b.name,
-        count: b.count,
-        granularity: b.granularity,
-        busy: b.busy,
-        persistent: b.persistent,
-        recording: b.recording,
-        inconsistent: b.inconsistent ?? false,
-        sha256: await proc.monitor.bitmapSha256(n["node-name"], b.name),
-      });
-    }
-  }
-  return out;
-}
+// One reading of a QEMU's bitmaps for the tests and the fuzzer alike.
+export { bitmapStates, type BitmapState };
 
 /** What bitferry may change on a QEMU: read raw, so that any difference at all shows. */
 export interface MigrationSettings {

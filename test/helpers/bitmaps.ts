@@ -2,6 +2,8 @@ import type { Lab } from "../../src/lab/lab.js";
 import type { QemuProcess } from "../../src/lab/process.js";
 
 export interface BitmapState {
+  node: string;
+  name: string;
   count: number;
   granularity: number;
   busy: boolean;
@@ -18,6 +20,8 @@ export async function bitmapStates(proc: QemuProcess): Promise<Map<string, Bitma
     for (const b of n["dirty-bitmaps"] ?? []) {
       if (b.name === undefined) continue;
       out.set(`${n["node-name"]}/${b.name}`, {
+        node: n["node-name"],
+        name: b.name,
         count: b.count,
         granularity: b.granularity,
         busy: b.busy,
