@@ -17,7 +17,9 @@ import { promisify } from "node:util";
 import Table from "cli-table3";
 import { Lab } from "../src/lab/lab.js";
 import { qcow2Blockdev } from "../src/lab/topology.js";
-import { inspectImage, type InspectExtent } from "../src/qcow2/inspect.js";
+import { inspectImage } from "../src/qcow2/inspect.js";
+// The same oracle the tests compare bitferry with.
+import { dirtyFromNbdinfo, nbdMapArgs } from "../test/qcow2/helpers/qemu.js";
 
 const execFileP = promisify(execFile);
 const GiB = 1024 ** 3;
@@ -109,35 +111,6 @@ function runWithInput(cmd: string, args: string[], input: string): Promise<void>
     });
     child.stdin.end(input);
   });
-}
-
-function nbdMapArgs(bitmap: string, file: string): string[] {
-  return [
-    "--json",
-    `--map=qemu:dirty-bitmap:${bitmap}`,
-    "--",
-    "[",
-    "qemu-nbd",
-    "-r",
-    "-f",
-    "qcow2",
-    "-B",
-    bitmap,
-    file,
-    "]",
-  ];
-}
-
-function dirtyFromNbdinfo(json: string): InspectExtent[] {
-  const rows = JSON.parse(json) as { offset: number; length: number; type: number }[];
-  const out: InspectExtent[] = [];
-  for (const r of rows) {
-    if ((r.type & 1) === 0) continue;
-    const last = out[out.length - 1];
-    if (last !== undefined && last.start + last.length === r.offset) last.length += r.length;
-    else out.push({ start: r.offset, length: r.length });
-  }
-  return out;
 }
 
 async function waitFor(file: string, timeoutMs: number): Promise<void> {

@@ -68,9 +68,9 @@ export async function qemuView(lab: Lab, file: string): Promise<Map<string, Qemu
   }
 }
 
-/** Dirty extents as QEMU's NBD server reports them, read by nbdinfo (the reference's CI oracle). */
-export async function nbdExtents(file: string, bitmap: string): Promise<InspectExtent[]> {
-  const out = await run("nbdinfo", [
+/** nbdinfo's arguments for the dirty map of a bitmap, served read-only by a qemu-nbd it starts itself. */
+export function nbdMapArgs(bitmap: string, file: string): string[] {
+  return [
     "--json",
     `--map=qemu:dirty-bitmap:${bitmap}`,
     "--",
@@ -83,8 +83,12 @@ export async function nbdExtents(file: string, bitmap: string): Promise<InspectE
     bitmap,
     file,
     "]",
-  ]);
-  const rows = JSON.parse(out) as { offset: number; length: number; type: number }[];
+  ];
+}
+
+/** The dirty extents in nbdinfo's `--json --map` output, adjacent ones merged. */
+export function dirtyFromNbdinfo(json: string): InspectExtent[] {
+  const rows = JSON.parse(json) as { offset: number; length: number; type: number }[];
   const merged: InspectExtent[] = [];
   for (const r of rows) {
     if ((r.type & 1) === 0) continue;
@@ -93,6 +97,11 @@ export async function nbdExtents(file: string, bitmap: string): Promise<InspectE
     else merged.push({ start: r.offset, length: r.length });
   }
   return merged;
+}
+
+/** Dirty extents as QEMU's NBD server reports them, read by nbdinfo (the reference's CI oracle). */
+export async function nbdExtents(file: string, bitmap: string): Promise<InspectExtent[]> {
+  return dirtyFromNbdinfo(await run("nbdinfo", nbdMapArgs(bitmap, file)));
 }
 
 /**
