@@ -7,12 +7,12 @@ import { renderPlanText } from "../src/cli/render/plan-text.js";
 import type { Lab } from "../src/lab/lab.js";
 import type { QemuProcess } from "../src/lab/process.js";
 import { planMigration } from "../src/migrate/plan.js";
-import { migrate } from "../src/migrate/run.js";
 import { addedDowntimeMs } from "../src/policy/convergence.js";
 import type { QemuMonitor } from "../src/qemu/monitor.js";
 import { load1 } from "./lib/machine.js";
 import { finalMigrationInfo, RunFailed, type RunFailure } from "./lib/failures.js";
 import { fmtBytes, summarize, type Summary } from "./lib/stats.js";
+import { timedStrictMigrate } from "./lib/timed-migrate.js";
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -222,27 +222,17 @@ async function runOnce(lab: Lab, payloadBytes: number, postcopy: boolean, tag: s
   const pair = await startPair(lab, tag, payloadBytes);
   const { source, destination } = pair;
   try {
-    let pre: number | undefined;
-    let cont: number | undefined;
-    const t0 = performance.now();
-    const r = await migrate({
+    const {
+      result: r,
+      wallMs,
+      pauseMs,
+    } = await timedStrictMigrate({
       source: source.monitor,
       destination: destination.monitor,
       uri: `unix:${lab.path(`m${tag}.sock`)}`,
       ...(postcopy ? { postcopy: true } : { maxDowntimeMs: MAX_DOWNTIME_MS }),
       timeoutMs: 300_000,
-      onProgress: (p) => {
-        if (p.status === "pre-switchover") pre ??= performance.now();
-        if (p.phase === "switchover" && p.status === "device") cont ??= performance.now();
-      },
     });
-    const wallMs = performance.now() - t0;
-    if (!r.ok || r.bitmaps.some((b) => b.verified !== "strict")) {
-      throw new RunFailed(
-        r.error?.code ?? "VERIFY",
-        r.error?.message ?? JSON.stringify(r.bitmaps.map((b) => b.verified)),
-      );
-    }
     if (postcopy && payloadBytes > 0 && !r.migration.postcopy) throw new Error("postcopy was not used");
     const final = await finalMigrationInfo(source.monitor);
     return {
@@ -250,7 +240,7 @@ async function runOnce(lab: Lab, payloadBytes: number, postcopy: boolean, tag: s
       reportedDowntimeMs: r.migration.downtimeMs,
       totalTimeMs: final["total-time"] ?? NaN,
       wallMs,
-      pauseMs: pre !== undefined && cont !== undefined ? cont - pre : NaN,
+      pauseMs,
       raisedTo: r.migration.downtimeLimitRaisedMs,
       postcopyUsed: r.migration.postcopy,
     };

@@ -2,10 +2,10 @@ import { writeRange } from "../src/lab/actions.js";
 import type { Lab } from "../src/lab/lab.js";
 import type { QemuProcess } from "../src/lab/process.js";
 import { nullBlockdev } from "../src/lab/topology.js";
-import { migrate } from "../src/migrate/run.js";
 import type { BitmapAliasMapping, QemuMonitor, TransactionAction } from "../src/qemu/monitor.js";
 import { finalMigrationInfo, RunFailed, type RunFailure } from "./lib/failures.js";
 import { load1 } from "./lib/machine.js";
+import { timedStrictMigrate } from "./lib/timed-migrate.js";
 import { interleave, ratio, summarize, type Summary } from "./lib/stats.js";
 
 const MiB = 1024 * 1024;
@@ -122,27 +122,19 @@ async function hashAll(mon: QemuMonitor): Promise<{ ms: number; hashes: Map<stri
 async function bitferryOnce(lab: Lab, i: number): Promise<MigrationSample & { payloadBytes: number }> {
   const { source, destination } = await startPair(lab, i);
   try {
-    let pre: number | undefined;
-    let cont: number | undefined;
-    const t0 = performance.now();
-    const r = await migrate({
+    const {
+      result: r,
+      wallMs,
+      pauseMs,
+    } = await timedStrictMigrate({
       source: source.monitor,
       destination: destination.monitor,
       uri: `unix:${lab.path(`m${i}.sock`)}`,
-      onProgress: (p) => {
-        if (p.status === "pre-switchover") pre ??= performance.now();
-        if (p.phase === "switchover" && p.status === "device") cont ??= performance.now();
-      },
     });
-    const wallMs = performance.now() - t0;
-    if (
-      !r.ok ||
-      r.bitmaps.length !== DISKS * BITMAPS_PER_DISK ||
-      r.bitmaps.some((b) => b.verified !== "strict")
-    ) {
+    if (r.bitmaps.length !== DISKS * BITMAPS_PER_DISK) {
       throw new RunFailed(
-        r.error?.code ?? "VERIFY",
-        r.error?.message ?? JSON.stringify(r.bitmaps.map((b) => b.verified)),
+        "VERIFY",
+        `${r.bitmaps.length} bitmaps verified, ${DISKS * BITMAPS_PER_DISK} expected`,
       );
     }
     // Outside the timed region: the same 32 hashes on the same (now stopped) source, to isolate their cost.
@@ -155,7 +147,7 @@ async function bitferryOnce(lab: Lab, i: number): Promise<MigrationSample & { pa
       downtimeMs: final.downtime ?? NaN,
       reportedDowntimeMs: r.migration.downtimeMs,
       totalTimeMs: final["total-time"] ?? NaN,
-      pauseMs: pre !== undefined && cont !== undefined ? cont - pre : NaN,
+      pauseMs,
       hashMs,
       postmigrateHashesMatch: same,
       payloadBytes: r.plan.payloadBytes,
