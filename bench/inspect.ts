@@ -9,15 +9,15 @@
  */
 import { spawn, execFile } from "node:child_process";
 import { cpus } from "node:os";
-import { existsSync, realpathSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { stat, symlink } from "node:fs/promises";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import Table from "cli-table3";
 import { Lab } from "../src/lab/lab.js";
 import { qcow2Blockdev } from "../src/lab/topology.js";
 import { inspectImage } from "../src/qcow2/inspect.js";
+import { isEntryPoint } from "../src/util/entry-point.js";
 // The same oracle the tests compare bitferry with.
 import { dirtyFromNbdinfo, nbdMapArgs } from "../test/qcow2/helpers/qemu.js";
 
@@ -353,16 +353,6 @@ function printResult(r: BenchResult): void {
   }
 }
 
-function isEntryPoint(): boolean {
-  const entry = process.argv[1];
-  if (entry === undefined) return false;
-  try {
-    return realpathSync(entry) === realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-}
-
-if (isEntryPoint()) {
+if (isEntryPoint(import.meta.url)) {
   printResult(await benchInspect());
 }

@@ -1,13 +1,12 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from "@commander-js/extra-typings";
-import { realpathSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 import { ExitCode } from "./exit-codes.js";
 import { exitCodeFor, processIO, reportError, summarizeError, writeJson, type CliIO } from "./output.js";
 import { registerInspect } from "./commands/inspect.js";
 import { registerPlan } from "./commands/plan.js";
 import { registerMigrate } from "./commands/migrate.js";
 import { registerDemo } from "./commands/demo.js";
+import { isEntryPoint } from "../util/entry-point.js";
 
 export interface CliContext {
   io: CliIO;
@@ -64,16 +63,6 @@ export async function main(argv: string[], io: CliIO = processIO): Promise<numbe
   return ctx.exitCode;
 }
 
-function isEntryPoint(): boolean {
-  const entry = process.argv[1];
-  if (entry === undefined) return false;
-  try {
-    return realpathSync(entry) === realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-}
-
-if (isEntryPoint()) {
+if (isEntryPoint(import.meta.url)) {
   process.exitCode = await main(process.argv.slice(2));
 }
