@@ -27,3 +27,17 @@ export function onceAt(pred: (e: ProgressEvent) => boolean, act: () => void): (e
     }
   };
 }
+
+/** Options that interrupt a run (as a user's Ctrl-C would) at the first progress event matching `pred`. */
+export function interruptAt(pred: (e: ProgressEvent) => boolean): {
+  signal: AbortSignal;
+  onProgress: (e: ProgressEvent) => void;
+} {
+  const ac = new AbortController();
+  return {
+    signal: ac.signal,
+    onProgress: onceAt(pred, () => {
+      ac.abort("test");
+    }),
+  };
+}

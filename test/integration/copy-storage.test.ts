@@ -7,7 +7,7 @@ import * as S from "../../src/lab/scenarios.js";
 import { validatePolicy } from "../../src/policy/file.js";
 import { bitmapStates, storedBitmaps, type BitmapState } from "../helpers/bitmaps.js";
 import { withLab } from "../helpers/lab.js";
-import { onceAt, runMigration } from "../helpers/migrate.js";
+import { interruptAt, onceAt, runMigration } from "../helpers/migrate.js";
 import { describeEachPair } from "../helpers/pairs.js";
 
 const POLICY = validatePolicy({ map: [{ source: "disk0", target: "vda" }] }, "test");
@@ -132,16 +132,11 @@ describeEachPair("bitferry migrate --copy-storage", (qp) => {
     await withLab(async (lab) => {
       const pair = await S.copyStorage.setup(lab, { ...qp.options, paused: true });
       const before = await bitmapStates(pair.source);
-      const ac = new AbortController();
-      const r = await run(lab, pair, {
-        signal: ac.signal,
-        onProgress: onceAt(
-          (e) => e.status === "pre-switchover",
-          () => {
-            ac.abort("test");
-          },
-        ),
-      });
+      const r = await run(
+        lab,
+        pair,
+        interruptAt((e) => e.status === "pre-switchover"),
+      );
       assert.equal(r.error?.code, "INTERRUPTED", JSON.stringify(r.error));
       assert.equal((await pair.source.monitor.status()).status, "running");
       await assertNoLeftovers(pair.source, before);

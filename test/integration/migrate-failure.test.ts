@@ -6,7 +6,7 @@ import * as S from "../../src/lab/scenarios.js";
 import { bitmapStates, storedBitmaps, type BitmapState } from "../helpers/bitmaps.js";
 import type { MigrateResult } from "../../src/migrate/run.js";
 import { withLab } from "../helpers/lab.js";
-import { onceAt, runMigration } from "../helpers/migrate.js";
+import { interruptAt, onceAt, runMigration } from "../helpers/migrate.js";
 import { buildPairCases, describeEachPair } from "../helpers/pairs.js";
 import { spawnCli } from "../helpers/cli.js";
 
@@ -102,16 +102,9 @@ describeEachPair("bitferry migrate: failures leave the source whole", (qp) => {
     await withLab(async (lab) => {
       const pair = await S.stallingPersistent.setup(lab, { ...qp.options, paused: true });
       const before = await bitmapStates(pair.source);
-      const ac = new AbortController();
       const r = await runMigration(lab, pair, {
         maxDowntimeMs: 60_000,
-        signal: ac.signal,
-        onProgress: onceAt(
-          (e) => e.status === "pre-switchover",
-          () => {
-            ac.abort("test");
-          },
-        ),
+        ...interruptAt((e) => e.status === "pre-switchover"),
       });
       assert.equal(r.error?.code, "INTERRUPTED", JSON.stringify(r.error));
       assert.equal(r.source.runState, "running");
