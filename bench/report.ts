@@ -4,6 +4,7 @@
  */
 import type { PlanE2eResult } from "./plan-e2e.js";
 import type { MigrationResult } from "./migration.js";
+import type { BenchRow as InspectRow } from "./inspect.js";
 import type { ProfileSummary } from "./lib/cpuprofile.js";
 import { fmtBytes, fmtMs, fmtRatio, type Summary } from "./lib/stats.js";
 import type { BenchResults } from "./run.js";
@@ -512,15 +513,6 @@ function downtimeSection(r: BenchResults): string[] {
   }
   lines.push("");
   return lines;
-}
-
-interface InspectRow {
-  id: string;
-  label: string;
-  runs: number;
-  medianMs: number;
-  minMs: number;
-  maxMs: number;
 }
 
 function inspectSection(r: BenchResults): string[] {
