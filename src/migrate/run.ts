@@ -124,8 +124,8 @@ function within<T>(p: Promise<T>, ms: number, onTimeout?: () => void): Promise<T
 
 /**
  * Runs DESIGN section 4: plan, set up both sides, migrate, hash every bitmap on the source once it has completed
- * (stopped for good, so outside the downtime), verify each on arrival; on any failure cancel, repair the source's bitmaps and leave the source as it
- * was. Never throws for a failed migration: the result says what happened.
+ * (stopped for good, so outside the downtime), verify each on arrival; on any failure cancel, repair the source's
+ * bitmaps and leave the source as it was. Never throws for a failed migration: the result says what happened.
  */
 export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
   return new MigrationRun(options).run();
@@ -214,8 +214,7 @@ class MigrationRun {
       const info = await this.follow();
       this.lastInfo = await this.finalTimes(info);
       await this.finishCopy();
-      // Two QEMUs, two monitors: hash the source while the destination finishes loading.
-      // Two QEMUs, two monitors: each side's hashes are taken at the same time.
+      // Two QEMUs, two monitors: each side is hashed as soon as it is ready, at the same time as the other.
       const [, arrived] = await Promise.all([
         this.recordSource(),
         this.completeDestination().then(() => this.readDestination()),
@@ -953,12 +952,14 @@ class MigrationRun {
     if (!this.migrateIssued || this.src.lost) return [];
     this.progress("repair", { message: `${err.code}: cancelling and repairing the source` });
     const src = this.src.mon;
-    let status = (await src.migrationInfo().catch(() => undefined))?.status;
+    const migrationStatus = async (): Promise<string | undefined> =>
+      (await this.tidy(this.src, (m) => m.migrationInfo(), "reading the migration status"))?.status;
+    let status = await migrationStatus();
     if (status === "postcopy-active") {
       // The guest already runs on the destination; cancelling now would lose the bitmaps on both sides.
       for (let i = 0; i < 300 && status === "postcopy-active"; i++) {
         await sleep(100);
-        status = (await src.migrationInfo().catch(() => undefined))?.status;
+        status = await migrationStatus();
       }
     }
     if (status !== undefined && CANCELLABLE.has(status)) {
@@ -966,7 +967,7 @@ class MigrationRun {
         debug("migrate_cancel: %s", describeError(e));
       });
       for (let i = 0; i < 200; i++) {
-        status = (await src.migrationInfo().catch(() => undefined))?.status;
+        status = await migrationStatus();
         if (status === undefined || !RUNNING_STATUSES.has(status)) break;
         await sleep(50);
       }
@@ -974,7 +975,7 @@ class MigrationRun {
     // The result's migration.status is where QEMU left the migration (`cancelled`), not the last status the
     // follow loop saw before the cancel (`active`).
     if (status !== undefined) this.lastInfo = { ...this.lastInfo, status };
-    const state = (await src.status().catch(() => undefined))?.status;
+    const state = (await this.tidy(this.src, (m) => m.status(), "reading the run state"))?.status;
     if (status === "completed" && state === "postmigrate") {
       if (err.code === "VERIFY_FAILED") return []; // both sides alive: the operator decides which runs
       if (this.dst.lost && this.postcopyEntered) {
@@ -1032,7 +1033,7 @@ class MigrationRun {
         ),
       );
     }
-    const now = (await src.status().catch(() => undefined))?.status;
+    const now = (await this.tidy(this.src, (m) => m.status(), "reading the run state"))?.status;
     if (this.postcopyEntered) {
       this.recoveryNotes.push(postcopyBrokenNote(status));
     } else if (this.sourceRunState0 === "running" && now !== undefined && now !== "running") {
