@@ -25,4 +25,20 @@ export type { ProgressEvent, ProgressListener } from "./migrate/progress.js";
 export { RunError } from "./migrate/errors.js";
 export type { RunErrorCode } from "./migrate/errors.js";
 export { BitferryError, UsageError } from "./util/errors.js";
+export { parseMonitorAddress, formatMonitorAddress, parseSocketAddress } from "./qmp/address.js";
+export type { MonitorAddress, SocketAddress, SshAddress } from "./qmp/address.js";
+export { connectSshMonitor, sshConnectionOf } from "./transport/monitor.js";
+export type { SshMonitorOptions } from "./transport/monitor.js";
+export { SshConnection } from "./transport/ssh.js";
+export type { SshTarget, SshConnectOptions, SshForward, SshExit } from "./transport/ssh.js";
+export { TransportError } from "./transport/errors.js";
+export type { TransportErrorCode } from "./transport/errors.js";
+export * as tls from "./transport/tls.js";
+export { planTransport } from "./policy/transport.js";
+export type {
+  PlanTransport,
+  TransportRequest,
+  StreamTransport,
+  MonitorTransport,
+} from "./policy/transport.js";
 export * from "./qcow2/index.js";

@@ -1,8 +1,9 @@
 import { readFile } from "node:fs/promises";
 import { QmpClient } from "../qmp/client.js";
 import { QmpConnectError, QmpError } from "../qmp/errors.js";
-import { parseSocketAddress, formatSocketAddress } from "../qmp/address.js";
+import { formatMonitorAddress, parseMonitorAddress } from "../qmp/address.js";
 import { QemuMonitor } from "../qemu/monitor.js";
+import { sshConnectionOf } from "../transport/monitor.js";
 import { DEFAULT_POLICY } from "../policy/defaults.js";
 import type { Policy } from "../policy/types.js";
 
@@ -29,12 +30,16 @@ export async function connectMonitor(
   label: string,
   commandTimeoutMs = COMMAND_TIMEOUT_MS,
 ): Promise<QemuMonitor> {
-  const parsed = parseSocketAddress(address);
-  const where = formatSocketAddress(parsed);
+  const parsed = parseMonitorAddress(address);
+  const where = formatMonitorAddress(parsed);
+  const options = { label, connectTimeoutMs: 10_000, commandTimeoutMs };
   try {
-    return new QemuMonitor(
-      await QmpClient.connect(parsed, { label, connectTimeoutMs: 10_000, commandTimeoutMs }),
-    );
+    if (parsed.type === "ssh") {
+      // Loaded only for an ssh:// address: a local run never starts ssh.
+      const { connectSshMonitor } = await import("../transport/monitor.js");
+      return new QemuMonitor(await connectSshMonitor(parsed, options));
+    }
+    return new QemuMonitor(await QmpClient.connect(parsed, options));
   } catch (err) {
     if (err instanceof QmpConnectError)
       throw new QmpConnectError(
@@ -60,4 +65,10 @@ export async function loadPolicy(file: string | undefined): Promise<Policy> {
     throw new PolicyError(`${file}: cannot read policy file: ${why}`);
   }
   return parsePolicy(text, file);
+}
+
+/** Closes the monitors a command opened, and waits for the SSH connections that carried any of them to end. */
+export async function closeMonitors(monitors: readonly QemuMonitor[]): Promise<void> {
+  for (const m of monitors) m.qmp.close();
+  await Promise.all(monitors.map((m) => sshConnectionOf(m.qmp)?.close() ?? Promise.resolve()));
 }

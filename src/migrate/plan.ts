@@ -4,6 +4,7 @@ import { compileMapping, streamBitmaps } from "../mapping/compile.js";
 import { decide, type Decisions } from "../policy/decide.js";
 import { DEFAULT_POLICY } from "../policy/defaults.js";
 import type { Plan, Policy } from "../policy/types.js";
+import { planTransport, type TransportRequest } from "../policy/transport.js";
 import type { PlanOptions, QemuFacts } from "../policy/work.js";
 import { QemuMonitor } from "../qemu/monitor.js";
 import { readSnapshot, type QemuSnapshot } from "../qemu/snapshot.js";
@@ -20,6 +21,8 @@ export interface PlanRequest {
   policy?: Policy;
   postcopy?: boolean;
   copyStorage?: boolean;
+  /** The addresses and transport flags of the run: the plan then reports `transport` and its exposures. */
+  transport?: TransportRequest;
 }
 
 export interface SideState {
@@ -103,6 +106,13 @@ export function planFromGraphs(src: SideState, dst: SideState, request: PlanRequ
         }
       : {}),
   };
+  if (request.transport) {
+    const t = planTransport({ ...request.transport, copyStorage: options.copyStorage });
+    plan.errors = [...plan.errors, ...t.errors];
+    plan.warnings = [...plan.warnings, ...t.warnings];
+    plan.ok = plan.errors.length === 0;
+    plan.transport = t.transport;
+  }
   return { plan, source: src, destination: dst, decisions };
 }
 

@@ -1,4 +1,5 @@
 import type { BitmapAliasMapping } from "../qemu/replies.js";
+import type { PlanTransport } from "./transport.js";
 
 /** The policy file (DESIGN section 3), after validation. */
 export interface Policy {
@@ -45,14 +46,16 @@ export type PlanErrorCode =
   | "PERSISTENCE_UNSUPPORTED"
   | "QEMU_UNSUPPORTED"
   | "POSTCOPY_UNSAFE"
-  | "DESTINATION_NOT_INCOMING";
+  | "DESTINATION_NOT_INCOMING"
+  | "INSECURE_NBD";
 
 export type PlanWarningCode =
   | "GENERATED_NODE_NAME_IN_MAP"
   | "PRECOPY_MAY_NOT_CONVERGE"
   | "NO_CONTENT_HASH"
   | "SWITCHOVER_START_MISMATCH"
-  | "CHAIN_BITMAP_DROPPED";
+  | "CHAIN_BITMAP_DROPPED"
+  | "INSECURE_TRANSPORT";
 
 export type Rule =
   | "drive-name"
@@ -123,6 +126,8 @@ export interface Plan {
   disks?: PlanDisk[];
   /** `--copy-storage`: bitmaps of a backing chain that travel merged, as a temporary bitmap on the disk's top node. */
   merges?: PlanMerge[];
+  /** How each monitor is reached and how the stream and the disk copy travel (when the request said). */
+  transport?: PlanTransport;
 }
 
 export interface PlanDisk {

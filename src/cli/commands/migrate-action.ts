@@ -1,5 +1,5 @@
 import type { CliContext } from "../main.js";
-import { commandTimeoutFor, connectMonitor, loadPolicy } from "../connect.js";
+import { closeMonitors, commandTimeoutFor, connectMonitor, loadPolicy } from "../connect.js";
 import { ExitCode } from "../exit-codes.js";
 import { UsageError } from "../../util/errors.js";
 import { colors, exitCodeFor, reportError, summarizeError, writeJson } from "../output.js";
@@ -9,17 +9,13 @@ import { writePicture } from "../picture.js";
 import type { PlanResult } from "../../migrate/plan.js";
 import { migrate } from "../../migrate/run.js";
 import type { QemuMonitor } from "../../qemu/monitor.js";
+import { transportRequest, type TransportFlags } from "../transport-flags.js";
 
-export interface MigrateFlags {
-  source: string;
-  dest: string;
-  uri: string;
+export interface MigrateFlags extends TransportFlags {
   policy?: string;
   postcopy?: true;
   resume?: true;
   maxDowntime?: number;
-  copyStorage?: true;
-  nbd?: string;
   timeout?: number;
   json?: true;
   html?: string;
@@ -47,8 +43,13 @@ export async function migrateAction(opts: MigrateFlags, ctx: CliContext): Promis
   process.on("SIGTERM", onSignal);
   const reporter = new ProgressReporter(ctx.io.stderr);
   try {
-    if (opts.nbd !== undefined && !opts.copyStorage)
-      throw new UsageError("--nbd is only used with --copy-storage");
+    const transport = transportRequest(opts, "migrate");
+    // The run's SSH tunnel and TLS steps are not built yet: refuse rather than run another transport than planned.
+    if (opts.uri === undefined)
+      throw new UsageError("the SSH tunnel for the migration stream is not available yet: give --uri");
+    if (opts.tlsCreds !== undefined) throw new UsageError("--tls-creds is not available yet for migrate");
+    if (transport.nbd === undefined && opts.copyStorage && opts.dest.startsWith("ssh://"))
+      throw new UsageError("the SSH tunnel for the disk copy is not available yet: give --nbd");
     const policy = await loadPolicy(opts.policy);
     const source = await connectMonitor(opts.source, "source", commandTimeoutFor(opts.maxDowntime));
     monitors.push(source);
@@ -64,6 +65,7 @@ export async function migrateAction(opts: MigrateFlags, ctx: CliContext): Promis
       resume: opts.resume ?? false,
       ...(opts.maxDowntime !== undefined ? { maxDowntimeMs: opts.maxDowntime } : {}),
       copyStorage: opts.copyStorage ?? false,
+      transport,
       ...(opts.nbd !== undefined ? { nbd: opts.nbd } : {}),
       ...(opts.timeout !== undefined ? { timeoutMs: opts.timeout * 1000 } : {}),
       signal: controller.signal,
@@ -101,6 +103,6 @@ export async function migrateAction(opts: MigrateFlags, ctx: CliContext): Promis
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
-    for (const m of monitors) m.qmp.close();
+    await closeMonitors(monitors);
   }
 }

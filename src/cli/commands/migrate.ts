@@ -15,7 +15,7 @@ function positiveInt(what: string): (v: string) => number {
  * `--uri` and `--nbd`: `unix:/path` or `tcp:HOST:PORT`. A malformed one (`tcp:host`, `unix:`) must fail as the
  * parser's own InvalidArgumentError: any other error escapes commander's usage handling (exit 1, no JSON).
  */
-function socketUri(v: string): string {
+export function socketUri(v: string): string {
   if (v.startsWith("unix:") || v.startsWith("tcp:")) {
     try {
       parseSocketAddress(v);
@@ -34,11 +34,14 @@ export function registerMigrate(program: Command, ctx: CliContext): void {
     .description(
       "Plan, migrate with the bitmaps, verify every bitmap on arrival; on failure cancel and repair the source.",
     )
-    .requiredOption("--source <addr>", "source QMP monitor: unix:/path, a socket path, or tcp:HOST:PORT")
-    .requiredOption("--dest <addr>", "destination QMP monitor (a QEMU started with -incoming)")
     .requiredOption(
+      "--source <addr>",
+      "source QMP monitor: unix:/path, a socket path, tcp:HOST:PORT, or ssh://[USER@]HOST[:PORT]/path",
+    )
+    .requiredOption("--dest <addr>", "destination QMP monitor (a QEMU started with -incoming)")
+    .option(
       "--uri <uri>",
-      "migration URI the source sends to (unix:/path or tcp:HOST:PORT)",
+      "migration URI the source sends to (unix:/path or tcp:HOST:PORT); required unless --dest is ssh:// (then the SSH tunnel)",
       socketUri,
     )
     .option("--policy <file>", "policy file (YAML or JSON): allow, deny, map, defaults")
@@ -52,6 +55,15 @@ export function registerMigrate(program: Command, ctx: CliContext): void {
       "with --copy-storage: where the destination's NBD server listens, as the source reaches it (unix:/path or tcp:HOST:PORT; default: a private unix socket)",
       socketUri,
     )
+    .option(
+      "--tls-creds <dir>",
+      "QEMU's TLS for the stream and NBD: x509 files in DIR (the same path on both hosts)",
+    )
+    .option(
+      "--tls-hostname <name>",
+      "with --tls-creds: the name the destination's certificate carries (default: HOST of --uri)",
+    )
+    .option("--insecure", "accept a plaintext TCP NBD export (--copy-storage --nbd tcp: without --tls-creds)")
     .option("--resume", "resume a paused destination (started with -S) once verified")
     .option(
       "--max-downtime <ms>",
@@ -75,8 +87,9 @@ file, 3 cannot connect, 130/143 interrupted by SIGINT/SIGTERM (after cancelling 
 
 Examples:
   bitferry migrate --source /run/src.qmp --dest /run/dst.qmp --uri unix:/run/mig.sock
-  bitferry migrate --source unix:/run/src.qmp --dest tcp:10.0.0.2:4444 --uri tcp:10.0.0.2:4445 \\
-      --policy policy.yaml --max-downtime 2000 --resume --json`,
+  bitferry migrate --source /run/src.qmp --dest ssh://root@host2/run/dst.qmp --copy-storage
+  bitferry migrate --source /run/src.qmp --dest ssh://host2/run/dst.qmp --uri tcp:host2:4445 \\
+      --tls-creds /etc/pki/qemu --policy policy.yaml --max-downtime 2000 --resume --json`,
     )
     .action(async (opts) => {
       const { migrateAction } = await import("./migrate-action.js");

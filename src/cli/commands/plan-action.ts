@@ -1,18 +1,16 @@
 import type { CliContext } from "../main.js";
-import { connectMonitor, loadPolicy } from "../connect.js";
+import { closeMonitors, connectMonitor, loadPolicy } from "../connect.js";
 import { ExitCode } from "../exit-codes.js";
 import { colors, exitCodeFor, reportError, summarizeError, writeJson } from "../output.js";
 import { writePicture } from "../picture.js";
 import { exitOnSignal } from "../interrupt.js";
 import { planErrorsMessage, planMigration } from "../../migrate/plan.js";
 import type { QemuMonitor } from "../../qemu/monitor.js";
+import { transportRequest, type TransportFlags } from "../transport-flags.js";
 
-export interface PlanFlags {
-  source: string;
-  dest: string;
+export interface PlanFlags extends TransportFlags {
   policy?: string;
   postcopy?: true;
-  copyStorage?: true;
   json?: true;
   html?: string;
 }
@@ -22,6 +20,7 @@ export async function planAction(opts: PlanFlags, ctx: CliContext): Promise<void
   const monitors: QemuMonitor[] = [];
   const stopSignals = exitOnSignal(ctx.io, opts.json ?? false, "planning");
   try {
+    const transport = transportRequest(opts, "plan");
     const policy = await loadPolicy(opts.policy);
     const source = await connectMonitor(opts.source, "source");
     monitors.push(source);
@@ -31,6 +30,7 @@ export async function planAction(opts: PlanFlags, ctx: CliContext): Promise<void
       policy,
       postcopy: opts.postcopy ?? false,
       copyStorage: opts.copyStorage ?? false,
+      transport,
     });
     const plan = planned.plan;
     if (opts.html !== undefined) {
@@ -58,6 +58,6 @@ export async function planAction(opts: PlanFlags, ctx: CliContext): Promise<void
     ctx.exitCode = exitCodeFor(err);
   } finally {
     stopSignals();
-    for (const m of monitors) m.qmp.close();
+    await closeMonitors(monitors);
   }
 }
