@@ -87,7 +87,13 @@ async function differential(
     spec.policy.format === "json" ? JSON.stringify(spec.policy.doc, null, 1) : stringify(spec.policy.doc);
   await writeFile(file, text);
   const policy = parsePolicy(text, file);
-  const request = { policy, postcopy: spec.postcopy, copyStorage: spec.copyStorage };
+  const request = {
+    policy,
+    postcopy: spec.postcopy,
+    copyStorage: spec.copyStorage,
+    // What the CLI tells the planner about the run's addresses (its plan reports `transport`).
+    transport: { source: source.monitorSocket, destination: destination.monitorSocket, insecure: false },
+  };
   const planned = await planMigration(source.monitor, destination.monitor, request);
   const plan = planned.plan;
   report.planOk = plan.ok;
