@@ -2,6 +2,7 @@ import type { MigrationInfo } from "../qemu/replies.js";
 import type { RunContext } from "./context.js";
 import { RunError } from "./errors.js";
 import { sleep } from "./sides.js";
+import { failureCodeFor } from "./transport.js";
 
 /** QEMU reports `completed` a moment before it fills in the times: read them once they are there. */
 export async function finalTimes(ctx: RunContext, info: MigrationInfo): Promise<MigrationInfo> {
@@ -34,7 +35,7 @@ export async function completeDestination(ctx: RunContext): Promise<void> {
     if (info.status === "completed") break;
     if (info.status === "failed") {
       throw new RunError(
-        "MIGRATION_FAILED",
+        failureCodeFor(ctx, info["error-desc"]),
         `the destination failed to load the migration: ${info["error-desc"] ?? "no reason given"}`,
       );
     }

@@ -10,6 +10,7 @@ import { Side } from "./sides.js";
 import type { DiskCopy } from "./storage.js";
 import { UndoStack } from "./steps.js";
 import type { Streams } from "./streams.js";
+import type { Route } from "./transport.js";
 import type { MigrateOptions } from "./types.js";
 import type { SourceRecord } from "./verify.js";
 
@@ -41,6 +42,8 @@ export class RunContext {
   readonly steps: UndoStack;
   planned: PlanResult | undefined;
   streams: Streams | undefined;
+  /** How the stream and the disk copy travel (transport.ts); set before the incoming side starts. */
+  route: Route | undefined;
   phase: RunPhase = "plan";
   readonly seen: MigrationSeen = {
     lastInfo: undefined,
@@ -84,6 +87,15 @@ export class RunContext {
   get planResult(): PlanResult {
     if (!this.planned) throw new Error("no plan yet");
     return this.planned;
+  }
+
+  /** What the destination listens on and what the source sends to (they differ through a tunnel). */
+  get incomingUri(): string {
+    return this.route?.incomingUri ?? this.o.uri ?? "";
+  }
+
+  get outgoingUri(): string {
+    return this.route?.outgoingUri ?? this.o.uri ?? "";
   }
 
   get rows(): Streams["rows"] {

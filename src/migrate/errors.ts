@@ -11,7 +11,9 @@ export type RunErrorCode =
   | "VERIFY_FAILED"
   | "TIMEOUT"
   | "INTERRUPTED"
-  | "QEMU_ERROR";
+  | "QEMU_ERROR"
+  | "TLS_FAILED"
+  | "TUNNEL_FAILED";
 
 /** Why a migration run ended without success. `code` is the public `error.code` of the result. */
 export class RunError extends BitferryError {

@@ -3,6 +3,7 @@ import type { RunContext } from "./context.js";
 import { ConvergenceGuard } from "./convergence.js";
 import { RunError } from "./errors.js";
 import { recoverSource } from "./recovery.js";
+import { failureCodeFor } from "./transport.js";
 
 /** Bound of the migration's abort: the postcopy wait, the cancel, and the repair of every bitmap. */
 const RECOVERY_BOUND_MS = 300_000;
@@ -16,17 +17,17 @@ export async function startMigration(ctx: RunContext): Promise<void> {
   ctx.progress("migrating", {
     status: "setup",
     bitmapBytes: ctx.plan.payloadBytes,
-    message: `migrating to ${ctx.o.uri}`,
+    message: `migrating to ${ctx.outgoingUri}`,
   });
   await ctx.steps.around(
     {
       name: "migration",
       side: "source",
-      what: `the migration to ${ctx.o.uri}`,
+      what: `the migration to ${ctx.outgoingUri}`,
       abort: () => recoverSource(ctx),
       boundMs: RECOVERY_BOUND_MS,
     },
-    () => ctx.on(ctx.src, (m) => m.migrate(ctx.o.uri), "starting the migration"),
+    () => ctx.on(ctx.src, (m) => m.migrate(ctx.outgoingUri), "starting the migration"),
   );
 }
 
@@ -101,7 +102,7 @@ async function migrationFailed(ctx: RunContext, info: MigrationInfo): Promise<Ru
     why = d?.["error-desc"] ?? (ctx.dst.lost ? "the destination exited" : undefined);
   }
   return new RunError(
-    "MIGRATION_FAILED",
+    failureCodeFor(ctx, why),
     `QEMU reports the migration failed: ${why ?? "no reason given (QEMU before 9.1 prints bitmap errors only on the source's stderr)"}`,
   );
 }

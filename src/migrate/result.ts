@@ -78,6 +78,7 @@ export async function resultOf(
       totalTimeMs: info?.["total-time"] ?? null,
       downtimeMs: info?.downtime ?? null,
       postcopy: ctx.seen.postcopyEntered,
+      transport: ctx.route?.migration ?? ctx.plan.transport?.migration ?? null,
       ...(raised !== undefined ? { downtimeLimitRaisedMs: raised } : {}),
     },
     source: { runState: await runState(ctx.src), repaired: phase === "failed" ? ctx.repaired : [] },

@@ -2,6 +2,7 @@ import { QmpCommandError } from "../qmp/errors.js";
 import type { RunContext } from "./context.js";
 import { RunError } from "./errors.js";
 import { RUNNING_STATUSES, type Side } from "./sides.js";
+import { setupTransport } from "./transport.js";
 
 /**
  * DESIGN section 4 item 3: the capabilities and the mappings of both sides, then the incoming side. Each change is
@@ -38,7 +39,7 @@ export async function setupSides(ctx: RunContext): Promise<void> {
     // QEMU cannot unset a mapping; every run sets its own, so a later run is not affected by this one's.
     ctx.steps.push({ name: "mapping", side: side.name, what: `the ${side.name}'s block-bitmap-mapping` });
   }
-  // Two hosts: the transport's steps (socket directory, tunnels, TLS objects) are pushed here.
+  await setupTransport(ctx);
   await startIncoming(ctx);
 }
 
@@ -80,12 +81,12 @@ async function setCapabilities(
 async function startIncoming(ctx: RunContext): Promise<void> {
   const exitOnError = ctx.planResult.destination.facts.features.incomingExitOnError ? false : undefined;
   try {
-    await ctx.dst.mon.migrateIncoming(ctx.o.uri, exitOnError);
+    await ctx.dst.mon.migrateIncoming(ctx.incomingUri, exitOnError);
   } catch (err) {
     if (!(err instanceof QmpCommandError && err.desc.includes("already been started"))) {
       throw ctx.dst.error(err, "starting the incoming side");
     }
     return;
   }
-  ctx.steps.push({ name: "incoming", side: "destination", what: `the incoming side on ${ctx.o.uri}` });
+  ctx.steps.push({ name: "incoming", side: "destination", what: `the incoming side on ${ctx.incomingUri}` });
 }

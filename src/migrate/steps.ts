@@ -20,8 +20,17 @@ export const STEP_NAMES = [
   "capabilities",
   /** `block-bitmap-mapping`. No undo: QEMU cannot unset it, and every run sets it explicitly. */
   "mapping",
-  // Two hosts: the transport's steps (a remote socket directory, SSH tunnels, TLS credential objects) go here,
-  // before the incoming side and the NBD server that use them.
+  // Two hosts (transport.ts): before the incoming side and the NBD server that use them.
+  /** The watch on the run's SSH connections (one that drops fails the run). Clean: remove it. */
+  "ssh-watch",
+  /** This run's private socket directory on a host (remote: in the SSH connection's own). Clean: remove it. */
+  "socket-dir",
+  /** One SSH forward of the migration stream's or the disk copy's tunnel. Clean: cancel it. */
+  "tunnel",
+  /** A `tls-creds-x509` object (server on the destination, client on the source). Clean: `object-del`. */
+  "tls-creds",
+  /** `tls-creds` (and on the source `tls-hostname`) of the migration. Clean: reset them with "". */
+  "tls-params",
   /** `migrate-incoming` on a `-incoming defer` destination. No undo: QEMU cannot stop listening. */
   "incoming",
   /** --copy-storage: the private directory of the NBD socket on this host. Clean: remove it. */

@@ -3,11 +3,13 @@ import path from "node:path";
 import type { PlanDisk } from "../policy/types.js";
 import { parseSocketAddress, type SocketAddress } from "../qmp/address.js";
 import type { QmpEvent } from "../qmp/messages.js";
+import { QmpConnectionClosedError } from "../qmp/errors.js";
 import { describeError } from "../util/errors.js";
 import type { RunContext } from "./context.js";
 import { RunError } from "./errors.js";
 import { sleep } from "./sides.js";
 import type { StepHandle } from "./steps.js";
+import { isTlsFailure, nbdClientTls, nbdServerTls } from "../transport/tls.js";
 
 /** What the copy of one disk came to. */
 export interface DiskCopy {
@@ -73,15 +75,19 @@ export class StorageCopy {
 
   /** Exports the destination nodes, attaches them on the source and starts one mirror per disk: a step each. */
   async start(): Promise<void> {
-    const address = this.socketAddress();
+    // Through a tunnel the destination listens on one socket and the source connects to another (transport.ts).
+    const route = this.ctx.route?.nbd;
+    const listen = route?.listen ?? this.socketAddress();
+    const address = route?.connect ?? listen;
+    const tls = route?.tls;
     this.listen();
     const addr =
-      address.type === "unix"
-        ? { type: "unix", data: { path: address.path } }
-        : { type: "inet", data: { host: address.host, port: String(address.port) } };
+      listen.type === "unix"
+        ? { type: "unix", data: { path: listen.path } }
+        : { type: "inet", data: { host: listen.host, port: String(listen.port) } };
     const { src, dst } = this.ctx;
     await this.command("destination", "starting the NBD server", () =>
-      dst.mon.run("nbd-server-start", { addr }),
+      dst.mon.run("nbd-server-start", { addr, ...(tls ? nbdServerTls(tls.id) : {}) }),
     );
     this.push({
       name: "nbd-server",
@@ -110,7 +116,13 @@ export class StorageCopy {
         clean: () => dst.undo((m) => m.run("block-export-del", { id: j.exportId })),
       });
       await this.command("source", `attaching the destination's ${j.disk.target.node} over NBD`, () =>
-        src.mon.run("blockdev-add", { driver: "nbd", "node-name": j.nbdNode, server, export: j.exportName }),
+        src.mon.run("blockdev-add", {
+          driver: "nbd",
+          "node-name": j.nbdNode,
+          server,
+          export: j.exportName,
+          ...(tls ? nbdClientTls(tls.id, tls.hostname) : {}),
+        }),
       );
       this.push({
         name: "nbd-node",
@@ -249,7 +261,14 @@ export class StorageCopy {
     try {
       await fn();
     } catch (err) {
-      throw new RunError("COPY_FAILED", `${side}: ${what}: ${describeError(err)}`, { cause: err });
+      // A side that went away mid-copy is that side lost (or its SSH connection's failure), not a failed copy.
+      if (this.ctx.abort.signal.aborted) throw this.ctx.abort.signal.reason;
+      if (err instanceof QmpConnectionClosedError)
+        throw (side === "source" ? this.ctx.src : this.ctx.dst).error(err, what);
+      const why = describeError(err);
+      // QEMU's TLS refusing a peer shows up as the NBD client's connection failing.
+      const code = this.ctx.route?.nbd?.tls && isTlsFailure(why) ? "TLS_FAILED" : "COPY_FAILED";
+      throw new RunError(code, `${side}: ${what}: ${why}`, { cause: err });
     }
   }
 }

@@ -1,6 +1,7 @@
 import type { QmpClient } from "../qmp/client.js";
 import type { QemuMonitor } from "../qemu/monitor.js";
 import type { Plan } from "../policy/types.js";
+import type { StreamTransport } from "../policy/transport.js";
 import type { RunErrorCode } from "./errors.js";
 import type { PlanRequest, PlanResult } from "./plan.js";
 import type { ProgressListener } from "./progress.js";
@@ -12,8 +13,15 @@ import type { VerifiedBitmap } from "./verify.js";
 export interface MigrateOptions extends PlanRequest {
   source: QmpClient | QemuMonitor;
   destination: QmpClient | QemuMonitor;
-  /** Where the source sends the migration stream (`unix:/path`, `tcp:HOST:PORT`). */
-  uri: string;
+  /**
+   * Where the source sends the migration stream (`unix:/path`, `tcp:HOST:PORT`). Absent: the SSH tunnel, when a
+   * side was reached through `ssh://` (connectSshMonitor).
+   */
+  uri?: string;
+  /** QEMU's TLS for the stream and a TCP NBD: the x509 directory, the same path on both hosts. */
+  tlsCreds?: string;
+  /** The name the destination's certificate carries (default: HOST of `uri`, for NBD of `nbd`). */
+  tlsHostname?: string;
   /** Resume a paused destination after verification. */
   resume?: boolean;
   /** Upper bound for raising `downtime-limit` when bitmap data keeps precopy from converging. */
@@ -52,6 +60,8 @@ export interface MigrateResult {
     totalTimeMs: number | null;
     downtimeMs: number | null;
     postcopy: boolean;
+    /** How the stream travelled: the plan's `transport.migration` (null when neither the plan nor the run knew). */
+    transport?: StreamTransport | null;
     /** Set when bitferry raised `downtime-limit` to let bitmap data through (and restored it afterwards). */
     downtimeLimitRaisedMs?: number;
   };

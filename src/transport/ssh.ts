@@ -275,12 +275,15 @@ export class SshConnection {
   }
 
   /**
-   * A unix socket in the remote private directory whose connections reach `localPath` on this host (which may
-   * itself be the listening end of another connection's local forward: that is how a stream crosses from one
-   * remote host to another through bitferry's host). The master returns once the remote sshd has bound it.
+   * A unix socket on the remote host (`listen`, by default a name in the connection's private directory) whose
+   * connections reach `localPath` on this host, which may itself be the listening end of another connection's
+   * local forward: that is how a stream crosses from one remote host to another through bitferry's host. The
+   * master returns once the remote sshd has bound it.
    */
-  async forwardRemote(localPath: string, name = this.nextName("r")): Promise<SshForward> {
-    const listen = `${this.remoteDir}/${name}`;
+  async forwardRemote(
+    localPath: string,
+    listen = `${this.remoteDir}/${this.nextName("r")}`,
+  ): Promise<SshForward> {
     const fwd: SshForward = { kind: "remote", listen, connect: localPath };
     await this.control(
       ["-O", "forward", "-R", `${listen}:${localPath}`],
@@ -288,6 +291,29 @@ export class SshConnection {
     );
     this.forwards.push(fwd);
     return fwd;
+  }
+
+  /**
+   * Runs a shell command on the remote host over the master's connection (a new session, no new
+   * authentication) and returns its output; a failure is TUNNEL_FAILED with what the command or ssh said.
+   */
+  async exec(command: string, timeoutMs = 15_000): Promise<string> {
+    const [program, ...base] = this.command as [string, ...string[]];
+    const args = [
+      ...base,
+      ...forcedOptions(),
+      "-S",
+      path.join(this.localDir, "ctl"),
+      "-T",
+      ...targetArgs(this.target),
+      command,
+    ];
+    const r = await runShort(program, args, timeoutMs, true);
+    if (r.code !== 0) {
+      const reason = sshReason(r.stderr) || `exited with status ${String(r.code)}`;
+      throw new TransportError("TUNNEL_FAILED", `ssh to ${this.where}: ${command}: ${reason}`, reason);
+    }
+    return r.stdout;
   }
 
   /** Removes a forward (its listening socket; connections already made through it stay). */
@@ -390,23 +416,30 @@ function runShort(
   program: string,
   args: string[],
   timeoutMs: number,
-): Promise<{ code: number | null; stderr: string }> {
+  output = false,
+): Promise<{ code: number | null; stderr: string; stdout: string }> {
   return new Promise((resolve) => {
-    const child = spawn(program, args, { stdio: ["ignore", "ignore", "pipe"], detached: true });
+    const child = spawn(program, args, {
+      stdio: ["ignore", output ? "pipe" : "ignore", "pipe"],
+      detached: true,
+    });
     let stderr = "";
-    child.stderr.setEncoding("utf8");
-    child.stderr.on("data", (s: string) => (stderr += s));
+    let stdout = "";
+    child.stdout?.setEncoding("utf8");
+    child.stdout?.on("data", (s: string) => (stdout += s));
+    child.stderr?.setEncoding("utf8");
+    child.stderr?.on("data", (s: string) => (stderr += s));
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
       stderr += `\nno answer from ssh within ${timeoutMs} ms`;
     }, timeoutMs);
     child.on("error", (err) => {
       clearTimeout(timer);
-      resolve({ code: -1, stderr: err.message });
+      resolve({ code: -1, stderr: err.message, stdout });
     });
     child.on("close", (code) => {
       clearTimeout(timer);
-      resolve({ code, stderr });
+      resolve({ code, stderr, stdout });
     });
   });
 }

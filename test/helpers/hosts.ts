@@ -364,19 +364,20 @@ export class TestHosts {
     return `${prefix}${128 + 4 * i + (a === to ? 1 : 2)}`;
   }
 
-  /** Every ssh process (client side) whose command line names one of these hosts. */
-  sshClientPids(): number[] {
-    const out = execFileSync("ps", ["-eo", "pid=,args="], { encoding: "utf8" });
+  /** Every ssh process (client side) whose arguments name one of these hosts (started by `parent`, if given). */
+  sshClientPids(parent?: number): number[] {
+    const out = execFileSync("ps", ["-eo", "pid=,ppid=,args="], { encoding: "utf8" });
     const addrs = this.hosts.map((h) => h.address);
     return out
       .split("\n")
-      .map((l) => l.trim())
+      .map((l) => l.trim().split(/\s+/))
       .filter(
-        (l) =>
-          /^\d+ ssh\s/.test(l) &&
-          addrs.some((a) => l.includes(` ${a} `) || l.endsWith(` ${a}`) || l.includes(`-- ${a}`)),
+        ([, ppid, prog, ...args]) =>
+          prog === "ssh" &&
+          (parent === undefined || Number(ppid) === parent) &&
+          addrs.some((a) => args.includes(a)),
       )
-      .map((l) => Number(l.split(/\s+/)[0]));
+      .map(([pid]) => Number(pid));
   }
 
   /** Stops every process in the hosts (sshd, its sessions, QEMUs) by pid, deletes the namespaces. */

@@ -1,7 +1,6 @@
 import type { CliContext } from "../main.js";
 import { closeMonitors, commandTimeoutFor, connectMonitor, loadPolicy } from "../connect.js";
 import { ExitCode } from "../exit-codes.js";
-import { UsageError } from "../../util/errors.js";
 import { colors, exitCodeFor, reportError, summarizeError, writeJson } from "../output.js";
 import { ProgressReporter } from "../progress.js";
 import { renderMigrateText } from "../render/migrate-text.js";
@@ -44,12 +43,6 @@ export async function migrateAction(opts: MigrateFlags, ctx: CliContext): Promis
   const reporter = new ProgressReporter(ctx.io.stderr);
   try {
     const transport = transportRequest(opts, "migrate");
-    // The run's SSH tunnel and TLS steps are not built yet: refuse rather than run another transport than planned.
-    if (opts.uri === undefined)
-      throw new UsageError("the SSH tunnel for the migration stream is not available yet: give --uri");
-    if (opts.tlsCreds !== undefined) throw new UsageError("--tls-creds is not available yet for migrate");
-    if (transport.nbd === undefined && opts.copyStorage && opts.dest.startsWith("ssh://"))
-      throw new UsageError("the SSH tunnel for the disk copy is not available yet: give --nbd");
     const policy = await loadPolicy(opts.policy);
     const source = await connectMonitor(opts.source, "source", commandTimeoutFor(opts.maxDowntime));
     monitors.push(source);
@@ -59,7 +52,9 @@ export async function migrateAction(opts: MigrateFlags, ctx: CliContext): Promis
     const result = await migrate({
       source,
       destination,
-      uri: opts.uri,
+      ...(opts.uri !== undefined ? { uri: opts.uri } : {}),
+      ...(opts.tlsCreds !== undefined ? { tlsCreds: opts.tlsCreds } : {}),
+      ...(opts.tlsHostname !== undefined ? { tlsHostname: opts.tlsHostname } : {}),
       policy,
       postcopy: opts.postcopy ?? false,
       resume: opts.resume ?? false,

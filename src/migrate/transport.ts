@@ -1,0 +1,300 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import path from "node:path";
+import type { StreamTransport } from "../policy/transport.js";
+import { parseSocketAddress, type SocketAddress } from "../qmp/address.js";
+import { TransportError } from "../transport/errors.js";
+import { sshConnectionOf } from "../transport/monitor.js";
+import type { SshConnection } from "../transport/ssh.js";
+import { shellQuote } from "../transport/ssh-command.js";
+import {
+  addTlsCreds,
+  isTlsFailure,
+  removeTlsCreds,
+  resetMigrationTls,
+  setMigrationTls,
+} from "../transport/tls.js";
+import type { RunContext } from "./context.js";
+import { RunError } from "./errors.js";
+import type { Side } from "./sides.js";
+
+/**
+ * Two hosts (DESIGN section 4): how the stream and the disk copy travel, set up as steps of the run before the
+ * incoming side (setup.ts): the private socket directories of this run on each host, the SSH forwards that join
+ * the destination's unix socket to one on the source's host (through bitferry's host when it is a third one), the
+ * TLS credential objects and the migration's TLS parameters. Every one is a step whose clean removes it, so a
+ * failed run, a successful one and an interrupted one all leave both hosts and both QEMUs as they were; an SSH
+ * connection that drops mid-run fails the run with TUNNEL_FAILED.
+ */
+
+export interface NbdRoute {
+  transport: StreamTransport;
+  /** Where the destination's NBD server listens, as the destination sees it. */
+  listen: SocketAddress;
+  /** Where the source's NBD client connects, as the source sees it. */
+  connect: SocketAddress;
+  /** `tls-creds`/`tls-hostname` for nbd-server-start and the source's NBD client. */
+  tls?: { id: string; hostname: string };
+}
+
+export interface Route {
+  migration: StreamTransport;
+  /** What the destination listens on (`migrate-incoming`). */
+  incomingUri: string;
+  /** What the source sends to (`migrate`). */
+  outgoingUri: string;
+  /** --copy-storage; undefined: the private unix socket on this host (storage.ts). */
+  nbd: NbdRoute | undefined;
+  /** The id of the TLS objects (the same on both sides) when QEMU's TLS is used. */
+  tlsId: string | undefined;
+}
+
+interface Ends {
+  /** The socket as the destination sees it (it listens there). */
+  destination: string;
+  /** The socket as the source sees it (it connects there). */
+  source: string;
+}
+
+/** The run's transport: resolves the route, pushes its steps, and leaves it on `ctx.route`. */
+export async function setupTransport(ctx: RunContext): Promise<void> {
+  const o = ctx.o;
+  const conns = { source: sshConnectionOf(ctx.src.mon.qmp), destination: sshConnectionOf(ctx.dst.mon.qmp) };
+  const remote = conns.source !== undefined || conns.destination !== undefined;
+  const tag = `${process.pid.toString(36)}-${(Date.now() % 1_000_000).toString(36)}`;
+  watchConnections(ctx, conns);
+  const dirs = new RunDirs(ctx, conns, tag);
+
+  let migration: StreamTransport;
+  let incomingUri: string;
+  let outgoingUri: string;
+  if (o.uri === undefined) {
+    if (!remote)
+      throw new RunError(
+        "QEMU_ERROR",
+        "no migration URI: give uri, or reach a side through ssh:// for the tunnel",
+      );
+    const ends = await tunnel(ctx, conns, dirs, "mig.sock", "the migration stream");
+    migration = "ssh-tunnel";
+    incomingUri = `unix:${ends.destination}`;
+    outgoingUri = `unix:${ends.source}`;
+  } else {
+    const a = parseSocketAddress(o.uri);
+    migration = o.tlsCreds !== undefined ? "tls" : a.type === "unix" ? "unix" : "plaintext";
+    incomingUri = outgoingUri = o.uri;
+  }
+
+  let tlsId: string | undefined;
+  if (o.tlsCreds !== undefined) {
+    tlsId = `bf-tls-${tag}`;
+    await setupTls(ctx, o.tlsCreds, tlsId, o.tlsHostname ?? hostOf(o.uri));
+  }
+
+  let nbd: NbdRoute | undefined;
+  if (o.copyStorage) {
+    if (o.nbd !== undefined) {
+      const a = parseSocketAddress(o.nbd);
+      const hostname = o.tlsHostname ?? (a.type === "tcp" ? a.host : hostOf(o.uri));
+      nbd = {
+        transport: tlsId !== undefined ? "tls" : a.type === "unix" ? "unix" : "plaintext",
+        listen: a,
+        connect: a,
+        ...(tlsId !== undefined && hostname !== undefined ? { tls: { id: tlsId, hostname } } : {}),
+      };
+    } else if (remote) {
+      const ends = await tunnel(ctx, conns, dirs, "nbd.sock", "the disk copy");
+      nbd = {
+        transport: "ssh-tunnel",
+        listen: { type: "unix", path: ends.destination },
+        connect: { type: "unix", path: ends.source },
+      };
+    }
+  }
+  ctx.route = { migration, incomingUri, outgoingUri, nbd, tlsId };
+}
+
+/** MIGRATION_FAILED, or TLS_FAILED when QEMU's TLS is in use and QEMU's reason is about it. */
+export function failureCodeFor(
+  ctx: RunContext,
+  reason: string | undefined,
+): "MIGRATION_FAILED" | "TLS_FAILED" {
+  return ctx.route?.tlsId !== undefined && reason !== undefined && isTlsFailure(reason)
+    ? "TLS_FAILED"
+    : "MIGRATION_FAILED";
+}
+
+function hostOf(uri: string | undefined): string | undefined {
+  if (uri === undefined) return undefined;
+  const a = parseSocketAddress(uri);
+  return a.type === "tcp" ? a.host : undefined;
+}
+
+/** Step "ssh-watch": an SSH connection of the run that drops fails the run at once, as TUNNEL_FAILED. */
+function watchConnections(ctx: RunContext, conns: Record<Side["name"], SshConnection | undefined>): void {
+  const offs: (() => void)[] = [];
+  for (const [name, conn] of Object.entries(conns)) {
+    if (!conn) continue;
+    offs.push(
+      conn.onLost((exit) => {
+        ctx.abort.abort(
+          new RunError(
+            "TUNNEL_FAILED",
+            `the SSH connection to the ${name} (${conn.where}) dropped during ${ctx.phase}: ${exit.reason || "ssh exited"}`,
+          ),
+        );
+      }),
+    );
+  }
+  if (offs.length === 0) return;
+  ctx.steps.push({
+    name: "ssh-watch",
+    side: "local",
+    what: "the watch on the SSH connections",
+    clean: () => {
+      for (const off of offs) off();
+      return Promise.resolve();
+    },
+  });
+}
+
+/** Step "socket-dir": this run's private directory on a host, made on first use, removed with everything in it. */
+class RunDirs {
+  private readonly made = new Map<string, string>();
+
+  constructor(
+    private readonly ctx: RunContext,
+    private readonly conns: Record<Side["name"], SshConnection | undefined>,
+    readonly tag: string,
+  ) {}
+
+  async on(where: Side["name"] | "local"): Promise<string> {
+    const known = this.made.get(where);
+    if (known !== undefined) return known;
+    const conn = where === "local" ? undefined : this.conns[where];
+    let dir: string;
+    if (conn) {
+      dir = `${conn.remoteDir}/run-${this.tag}`;
+      await tunnelStep(`making ${dir} on the ${where}'s host`, () =>
+        conn.exec(`mkdir -m 700 ${shellQuote(dir)}`),
+      );
+      this.ctx.steps.push({
+        name: "socket-dir",
+        side: where === "local" ? "local" : where,
+        what: `the directory ${dir} on ${conn.where}`,
+        clean: async () => {
+          // The connection's own remote command removes its whole directory when the connection ends.
+          if (conn.alive) await conn.exec(`rm -rf -- ${shellQuote(dir)}`);
+        },
+      });
+    } else {
+      dir = mkdtempSync(path.join("/tmp", "bf-run-"));
+      this.ctx.steps.push({
+        name: "socket-dir",
+        side: "local",
+        what: `the directory ${dir}`,
+        clean: () => {
+          rmSync(dir, { recursive: true, force: true });
+          return Promise.resolve();
+        },
+      });
+    }
+    this.made.set(where, dir);
+    return dir;
+  }
+}
+
+/**
+ * Steps "tunnel": joins a unix socket the destination will listen on to one the source can connect to. The
+ * destination's end is in this run's directory on its host (or on this host when it is local); a local forward of
+ * the destination's connection brings it to this host; a remote forward of the source's connection takes it on to
+ * the source's host when the source is remote too. Each forward's clean removes it.
+ */
+async function tunnel(
+  ctx: RunContext,
+  conns: Record<Side["name"], SshConnection | undefined>,
+  dirs: RunDirs,
+  name: string,
+  what: string,
+): Promise<Ends> {
+  const { source: srcConn, destination: dstConn } = conns;
+  let destination: string;
+  let here: string;
+  if (dstConn) {
+    destination = `${await dirs.on("destination")}/${name}`;
+    const fwd = await tunnelStep(`forwarding ${what} from the destination`, () =>
+      dstConn.forwardLocal(destination, `${path.basename(name, ".sock")}-${dirs.tag}.sock`),
+    );
+    ctx.steps.push({
+      name: "tunnel",
+      side: "local",
+      what: `the SSH forward of ${what} ${fwd.listen} → ${dstConn.where}${destination}`,
+      clean: () => dstConn.cancel(fwd),
+    });
+    here = fwd.listen;
+  } else {
+    destination = here = `${await dirs.on("local")}/${name}`;
+  }
+  if (!srcConn) return { destination, source: here };
+  const source = `${await dirs.on("source")}/${name}`;
+  const fwd = await tunnelStep(`forwarding ${what} to the source`, () => srcConn.forwardRemote(here, source));
+  ctx.steps.push({
+    name: "tunnel",
+    side: "local",
+    what: `the SSH forward of ${what} ${srcConn.where}${source} → ${here}`,
+    clean: () => srcConn.cancel(fwd),
+  });
+  return { destination, source };
+}
+
+async function tunnelStep<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof TransportError)
+      throw new RunError("TUNNEL_FAILED", `${what}: ${err.message}`, { cause: err });
+    throw err;
+  }
+}
+
+/**
+ * Steps "tls-creds" (the server object on the destination, the client object on the source) and "tls-params"
+ * (`tls-creds` on both sides, `tls-hostname` on the source). Their cleans reset the parameters with "" and delete
+ * the objects; the NBD server and client that use the objects are later steps, so they are gone by then.
+ */
+async function setupTls(
+  ctx: RunContext,
+  dir: string,
+  id: string,
+  hostname: string | undefined,
+): Promise<void> {
+  for (const [side, endpoint] of [
+    [ctx.dst, "server"],
+    [ctx.src, "client"],
+  ] as const) {
+    await tlsStep(side, () => addTlsCreds(side.mon, { id, dir, endpoint }));
+    ctx.steps.push({
+      name: "tls-creds",
+      side: side.name,
+      what: `the TLS ${endpoint} credentials '${id}' (${dir})`,
+      clean: () => side.undo((m) => removeTlsCreds(m, id)),
+    });
+  }
+  for (const side of [ctx.dst, ctx.src]) {
+    await tlsStep(side, () => setMigrationTls(side.mon, id, side === ctx.src ? hostname : undefined));
+    ctx.steps.push({
+      name: "tls-params",
+      side: side.name,
+      what: `the ${side.name}'s tls-creds${side === ctx.src ? " and tls-hostname" : ""}`,
+      clean: () => side.undo((m) => resetMigrationTls(m)),
+    });
+  }
+}
+
+async function tlsStep(side: Side, fn: () => Promise<void>): Promise<void> {
+  try {
+    await fn();
+  } catch (err) {
+    if (err instanceof TransportError)
+      throw new RunError("TLS_FAILED", `${side.name}: ${err.message}`, { cause: err });
+    throw side.error(err, "setting up TLS");
+  }
+}
