@@ -87,5 +87,5 @@ export function nbdClientTls(id: string, hostname: string): { "tls-creds": strin
 
 /** A failed TLS handshake as QEMU words it (in query-migrate's error-desc or a command's error). */
 export function isTlsFailure(desc: string): boolean {
-  return /\b(TLS|tls|certificate|handshake|x509|GnuTLS)\b/.test(desc);
+  return /\b(tls|certificates?|handshake|x509|gnutls)\b/i.test(desc);
 }
