@@ -49,12 +49,18 @@ const root = path.join(import.meta.dirname, "..", "..");
 /** Runs the CLI as a real process (exit statuses, signals). */
 export function spawnCli(
   args: string[],
-  options: { onSpawn?: (pid: number) => void; onStderr?: (textSoFar: string) => void } = {},
+  options: {
+    onSpawn?: (pid: number) => void;
+    onStderr?: (textSoFar: string) => void;
+    /** In its own process group (pid = pgid), as a shell runs a foreground job: for signals to the whole group. */
+    detached?: boolean;
+  } = {},
 ): Promise<CliRun> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ["--import", "tsx", path.join(root, "src/cli/main.ts"), ...args], {
       cwd: root,
       stdio: ["ignore", "pipe", "pipe"],
+      detached: options.detached ?? false,
     });
     let stdout = "";
     let stderr = "";

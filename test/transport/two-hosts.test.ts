@@ -449,6 +449,45 @@ describe("two hosts: bitferry through SSH and TLS", () => {
     await assertHostsClean();
   });
 
+  it("Ctrl-C at a terminal (SIGINT to the whole process group): the ssh connections survive it, the source is repaired through them", async () => {
+    const p = await pair({ sourceOn: "src", copy: true });
+    const before = await bitmapStates(p.source);
+    let pgid = -1;
+    const r = await spawnCli(
+      ["migrate", "--source", p.srcUrl, "--dest", p.dstUrl, "--copy-storage", "--json"],
+      {
+        detached: true,
+        onSpawn: (x) => (pgid = x),
+        onStderr: (text) => {
+          if (pgid > 0 && text.includes("copy")) {
+            process.kill(-pgid, "SIGINT");
+            pgid = -2;
+          }
+        },
+      },
+    );
+    assert.equal(pgid, -2, r.stderr);
+    assert.equal(r.code, 130, r.stderr);
+    const doc = r.json() as MigrateResult;
+    assert.equal(doc.error?.code, "INTERRUPTED", JSON.stringify(doc.error));
+    assert.equal(doc.source.runState, "running");
+    const after = await bitmapStates(p.source);
+    assert.deepEqual([...after.keys()].sort(), [...before.keys()].sort());
+    for (const [k, b] of before) {
+      assert.equal(after.get(k)?.persistent, b.persistent, k);
+      assert.equal(after.get(k)?.busy, false, k);
+    }
+    // The run's undo reached the source through ssh: no job, no NBD node of bitferry's is left there.
+    assert.deepEqual(await p.source.monitor.blockJobs(), []);
+    const nodes = await p.source.monitor.namedBlockNodes();
+    assert.deepEqual(
+      nodes.filter((x) => x.drv === "nbd").map((x) => x["node-name"]),
+      [],
+    );
+    await assertClean(p.destination);
+    await assertHostsClean();
+  });
+
   it("bitferry killed with SIGKILL mid-run: no ssh process remains, the source keeps running", async () => {
     const p = await pair({ sourceOn: "src", copy: true });
     let pid = -1;
