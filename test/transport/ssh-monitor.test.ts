@@ -9,33 +9,13 @@ import { Lab } from "../../src/lab/lab.js";
 import { nullBlockdev } from "../../src/lab/topology.js";
 import { runCli } from "../helpers/cli.js";
 import { TestHosts } from "../helpers/hosts.js";
+import { alive, until } from "../helpers/processes.js";
 
 const MiB = 1024 * 1024;
 
 interface FailureDoc {
   ok: boolean;
   error: { code: string; message: string };
-}
-
-/** ssh processes of ours still alive among `pids`. */
-function alive(pids: number[]): number[] {
-  return pids.filter((p) => {
-    try {
-      process.kill(p, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  });
-}
-
-async function until(cond: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await cond()) return true;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return cond();
 }
 
 describe("ssh:// monitors across network namespaces", () => {

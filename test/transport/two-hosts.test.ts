@@ -18,6 +18,7 @@ import { spawnCli } from "../helpers/cli.js";
 import { bitmapStates } from "../helpers/bitmaps.js";
 import { makeCerts, makeOtherCaClient, type CertSet } from "../helpers/certs.js";
 import { TestHosts, type TestHost } from "../helpers/hosts.js";
+import { alive, until } from "../helpers/processes.js";
 
 /**
  * End to end on two "hosts" (network namespaces with their own sshd and a private /tmp): the SSH tunnel with
@@ -49,26 +50,6 @@ function listeners(h: TestHost): string[] {
     .map((l) => l.trim().split(/\s+/)[3])
     .filter((x): x is string => x !== undefined && x !== "")
     .sort();
-}
-
-function alive(pids: number[]): number[] {
-  return pids.filter((p) => {
-    try {
-      process.kill(p, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  });
-}
-
-async function until(cond: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await cond()) return true;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return cond();
 }
 
 function onceAt(pred: (e: ProgressEvent) => boolean, act: () => void): (e: ProgressEvent) => void {
