@@ -19,9 +19,10 @@ export type { MigrateOptions, MigrateResult, RunOutcomePhase } from "./types.js"
  * bitmaps and leave the source as it was. Never throws for a failed migration: the result says what happened.
  *
  * Every change to a QEMU or a host is a step on `ctx.steps` (steps.ts), pushed by the phase that makes it, in
- * this order: watch, capabilities (destination, source), mapping (destination, source), [the transport's steps],
- * incoming, with --copy-storage nbd-socket-dir, mirror-events, nbd-server and per disk export, nbd-node, mirror;
- * then merged-bitmap per merged chain, migration, and downtime-limit if the guard raised it. Whatever happens, the
+ * this order: watch, capabilities (destination, source), mapping (destination, source), with two hosts
+ * ssh-watch, socket-dir and tunnel per host and hop, tls-creds and tls-params per side (transport.ts), incoming,
+ * with --copy-storage nbd-socket-dir, mirror-events, nbd-server and per disk export, nbd-node, mirror; then
+ * merged-bitmap per merged chain, migration, and downtime-limit if the guard raised it. Whatever happens, the
  * stack unwinds at the end (aborts first when the run failed, then cleans, newest first); the phases themselves
  * never undo anything.
  */
