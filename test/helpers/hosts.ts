@@ -22,6 +22,8 @@ export interface TestHostsOptions {
   hosts: string[];
   /** Pairs of hosts joined directly (a veth between them: for TLS or plaintext TCP from host to host). */
   links?: [string, string][];
+  /** Extra sshd_config lines per host (they come first, so they win over the defaults). */
+  sshd?: Record<string, string[]>;
 }
 
 interface Teardown {
@@ -170,7 +172,7 @@ export class TestHost {
       .sort();
   }
 
-  async startSshd(clientPublicKey: string): Promise<void> {
+  async startSshd(clientPublicKey: string, extra: string[] = []): Promise<void> {
     const hostKey = path.join(this.etc, "host_key");
     execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", this.name, "-f", hostKey]);
     writeFileSync(path.join(this.etc, "authorized_keys"), clientPublicKey);
@@ -178,6 +180,7 @@ export class TestHost {
     writeFileSync(
       config,
       [
+        ...extra,
         `ListenAddress ${this.address}`,
         `HostKey ${hostKey}`,
         `AuthorizedKeysFile ${path.join(this.etc, "authorized_keys")}`,
@@ -331,7 +334,7 @@ export class TestHosts {
       }
       const pub = readFileSync(`${clientKey}.pub`, "utf8");
       for (const h of set.hosts) {
-        await h.startSshd(pub);
+        await h.startSshd(pub, options.sshd?.[h.name]);
         teardown.pids.push(h.sshdPid);
       }
       writeFileSync(set.knownHosts, set.hosts.map((h) => h.knownHostsLine()).join(""));

@@ -495,3 +495,64 @@ describe("two hosts: bitferry through SSH and TLS", () => {
     assert.equal((await p.source.monitor.status()).status, "running");
   });
 });
+
+describe("two hosts: a tunnel that cannot be set up", () => {
+  it("the source's sshd refuses remote forwards: TUNNEL_FAILED with ssh's reason, every step undone", async () => {
+    // sshd_config: the first value of an option wins, so this host allows local unix forwards (the monitor) only.
+    const hosts = await TestHosts.create({
+      hosts: ["src", "dst"],
+      sshd: { src: ["AllowStreamLocalForwarding local"] },
+    });
+    const saved = process.env.BITFERRY_SSH_COMMAND;
+    process.env.BITFERRY_SSH_COMMAND = hosts.sshCommand;
+    const procs: QemuProcess[] = [];
+    try {
+      const s = hosts.host("src");
+      const d = hosts.host("dst");
+      await s.exec(["mkdir", "-p", "/tmp/q"]);
+      await s.qemuImg(["create", "-q", "-f", "qcow2", "/tmp/q/a.qcow2", String(DISK)]);
+      const source = await sourceVm(
+        (args) => s.startQemu({ label: "src", dir: "/tmp/q", args }),
+        "/tmp/q/a.qcow2",
+      );
+      procs.push(source);
+      await d.exec(["mkdir", "-p", "/tmp/q"]);
+      await d.qemuImg(["create", "-q", "-f", "qcow2", "/tmp/q/b.qcow2", String(DISK)]);
+      const destination = await d.startQemu({
+        label: "dst",
+        dir: "/tmp/q",
+        args: qcow2Blockdev({ nodeName: "disk0", file: "/tmp/q/b.qcow2" }),
+        incoming: "defer",
+        paused: true,
+      });
+      procs.push(destination);
+      const before = await bitmapStates(source);
+      const capsBefore = await source.qmp.execute("query-migrate-capabilities");
+      const r = await spawnCli([
+        "migrate",
+        "--source",
+        s.url(source.monitorSocket),
+        "--dest",
+        d.url(destination.monitorSocket),
+        "--copy-storage",
+        "--json",
+      ]);
+      assert.equal(r.code, 1, r.stderr);
+      const doc = r.json() as MigrateResult;
+      assert.equal(doc.error?.code, "TUNNEL_FAILED", JSON.stringify(doc.error));
+      assert.match(doc.error.message, /forwarding the migration stream to the source: .*ssh:\/\/root@/);
+      assert.equal(doc.source.runState, "running");
+      // Nothing was left changed: capabilities back, bitmaps as they were, no socket directory on either host.
+      assert.deepEqual(await source.qmp.execute("query-migrate-capabilities"), capsBefore);
+      assert.deepEqual(await bitmapStates(source), before);
+      assert.ok(await until(() => alive(hosts.sshClientPids()).length === 0, 5_000), "ssh processes left");
+      for (const h of hosts.hosts)
+        assert.equal(await h.exec(["sh", "-c", "ls -d /tmp/bf-* 2>/dev/null || true"]), "", h.name);
+    } finally {
+      for (const p of procs) await p.stop();
+      if (saved === undefined) delete process.env.BITFERRY_SSH_COMMAND;
+      else process.env.BITFERRY_SSH_COMMAND = saved;
+      await hosts.cleanup();
+    }
+  });
+});
