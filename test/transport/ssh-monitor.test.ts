@@ -144,6 +144,26 @@ describe("ssh:// monitors across network namespaces", () => {
     assert.match(doc.error.message, /ssh: .*(port 22|No route|timed out|refused)/i);
   });
 
+  it("a BITFERRY_SSH_COMMAND that does not exist: exit 3 naming the program", async () => {
+    process.env.BITFERRY_SSH_COMMAND = "/nonexistent/ssh -v";
+    try {
+      const r = await runCli([
+        "plan",
+        "--source",
+        src.monitorSocket,
+        "--dest",
+        hosts.host("dst").url(dst.monitorSocket),
+        "--json",
+      ]);
+      assert.equal(r.code, 3, r.stderr);
+      const doc = r.json() as FailureDoc;
+      assert.equal(doc.error.code, "QMP_ERR_CONNECT");
+      assert.match(doc.error.message, /\/nonexistent\/ssh not found/);
+    } finally {
+      process.env.BITFERRY_SSH_COMMAND = hosts.sshCommand;
+    }
+  });
+
   it("SIGKILL of the process holding the connection: its ssh exits within seconds, both hosts are clean", async () => {
     const url = hosts.host("dst").url(dst.monitorSocket);
     const child = spawn(
