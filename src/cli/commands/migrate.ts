@@ -52,7 +52,7 @@ export function registerMigrate(program: Command, ctx: CliContext): void {
     )
     .option(
       "--nbd <addr>",
-      "with --copy-storage: where the destination's NBD server listens, as the source reaches it (unix:/path or tcp:HOST:PORT; default: a private unix socket)",
+      "with --copy-storage: where the destination's NBD server listens, as the source reaches it (unix:/path or tcp:HOST:PORT; default: a private unix socket, through SSH when --dest is ssh://)",
       socketUri,
     )
     .option(
