@@ -82,12 +82,16 @@ async function setCapabilities(
 async function startIncoming(ctx: RunContext): Promise<void> {
   const exitOnError = ctx.planResult.destination.facts.features.incomingExitOnError ? false : undefined;
   try {
-    await ctx.dst.mon.migrateIncoming(ctx.o.uri, exitOnError);
+    await ctx.dst.mon.migrateIncoming(ctx.endpoints.incoming, exitOnError);
   } catch (err) {
     if (!(err instanceof QmpCommandError && err.desc.includes("already been started"))) {
       throw ctx.dst.error(err, "starting the incoming side");
     }
     return;
   }
-  ctx.steps.push({ name: "incoming", side: "destination", what: `the incoming side on ${ctx.o.uri}` });
+  ctx.steps.push({
+    name: "incoming",
+    side: "destination",
+    what: `the incoming side on ${ctx.endpoints.incoming}`,
+  });
 }
