@@ -1,7 +1,7 @@
 import { setMaxListeners } from "node:events";
 import type { QemuMonitor } from "../qemu/monitor.js";
 import type { MigrationInfo } from "../qemu/replies.js";
-import type { Plan } from "../policy/types.js";
+import type { Plan, PlanBitmap } from "../policy/types.js";
 import { RunError } from "./errors.js";
 import type { PlanResult } from "./plan.js";
 import type { ProgressListener, RunPhase } from "./progress.js";
@@ -67,7 +67,7 @@ export class RunContext {
     downtimeRaised: undefined,
     destinationRan: false,
   };
-  sourceRecords = new Map<Streams["rows"][number], SourceRecord>();
+  sourceRecords = new Map<PlanBitmap, SourceRecord>();
   copies: DiskCopy[] = [];
   /** Why the run failed, once it did (the migration's abort reads it). */
   error: RunError | undefined;
@@ -103,7 +103,8 @@ export class RunContext {
     return this.planned;
   }
 
-  get rows(): Streams["rows"] {
+  /** The bitmaps of the migration stream (empty before the plan). */
+  get rows(): PlanBitmap[] {
     return this.streams?.rows ?? [];
   }
 
