@@ -73,7 +73,7 @@ export class StorageCopy {
 
   /** Exports the destination nodes, attaches them on the source and starts one mirror per disk: a step each. */
   async start(): Promise<void> {
-    const address = this.socketAddress();
+    const { listen: address, connect } = this.socketAddresses();
     this.listen();
     const addr =
       address.type === "unix"
@@ -90,9 +90,9 @@ export class StorageCopy {
       clean: () => dst.undo((m) => m.run("nbd-server-stop")),
     });
     const server =
-      address.type === "unix"
-        ? { type: "unix", path: address.path }
-        : { type: "inet", host: address.host, port: String(address.port) };
+      connect.type === "unix"
+        ? { type: "unix", path: connect.path }
+        : { type: "inet", host: connect.host, port: String(connect.port) };
     for (const j of this.jobs) {
       await this.command("destination", `exporting ${j.disk.target.node}`, () =>
         dst.mon.run("block-export-add", {
@@ -188,8 +188,11 @@ export class StorageCopy {
   }
 
   /** Step "nbd-socket-dir" when both QEMUs are on this host: a private socket nobody else can reach. */
-  private socketAddress(): SocketAddress {
-    if (this.ctx.o.nbd !== undefined) return parseSocketAddress(this.ctx.o.nbd);
+  private socketAddresses(): { listen: SocketAddress; connect: SocketAddress } {
+    const { nbdListen, nbdConnect } = this.ctx.endpoints;
+    if (nbdListen !== undefined) {
+      return { listen: parseSocketAddress(nbdListen), connect: parseSocketAddress(nbdConnect ?? nbdListen) };
+    }
     const dir = mkdtempSync(path.join("/tmp", "bf-nbd-"));
     this.push({
       name: "nbd-socket-dir",
@@ -200,7 +203,8 @@ export class StorageCopy {
         return Promise.resolve();
       },
     });
-    return { type: "unix", path: path.join(dir, "nbd.sock") };
+    const local: SocketAddress = { type: "unix", path: path.join(dir, "nbd.sock") };
+    return { listen: local, connect: local };
   }
 
   /** Step "mirror-events": the mirrors' job events tell readiness, errors and the final offsets. */
