@@ -1,7 +1,7 @@
 import { setMaxListeners } from "node:events";
 import type { QemuMonitor } from "../qemu/monitor.js";
 import type { MigrationInfo } from "../qemu/replies.js";
-import type { Plan } from "../policy/types.js";
+import type { Plan, PlanBitmap } from "../policy/types.js";
 import { RunError } from "./errors.js";
 import type { PlanResult } from "./plan.js";
 import type { ProgressListener, RunPhase } from "./progress.js";
@@ -30,6 +30,21 @@ export interface MigrationSeen {
 }
 
 /**
+ * Where the streams go. Without a transport both sides see the same addresses (the user's `--uri` and `--nbd`);
+ * a transport step (an SSH tunnel, say) that runs before the incoming side may point each side elsewhere.
+ */
+export interface Endpoints {
+  /** What the destination's `migrate-incoming` listens on. */
+  incoming: string;
+  /** What the source's `migrate` sends to. */
+  outgoing: string;
+  /** `--copy-storage`: where the destination's NBD server listens; undefined: a private socket on this host. */
+  nbdListen: string | undefined;
+  /** Where the source reaches that server (default: `nbdListen`). */
+  nbdConnect: string | undefined;
+}
+
+/**
  * The state of one run: both sides, the stack of steps, the plan, and what the phases have seen. The phases are
  * functions over it (setup.ts, follow.ts, completion.ts, ...); this class holds only the plumbing they share: the
  * abort (Ctrl-C, --timeout), waiting that wakes on events, progress, and side-aware commands.
@@ -45,6 +60,7 @@ export class RunContext {
   /** How the stream and the disk copy travel (transport.ts); set before the incoming side starts. */
   route: Route | undefined;
   phase: RunPhase = "plan";
+  readonly endpoints: Endpoints;
   readonly seen: MigrationSeen = {
     lastInfo: undefined,
     postcopyStarted: false,
@@ -54,7 +70,7 @@ export class RunContext {
     downtimeRaised: undefined,
     destinationRan: false,
   };
-  sourceRecords = new Map<Streams["rows"][number], SourceRecord>();
+  sourceRecords = new Map<PlanBitmap, SourceRecord>();
   copies: DiskCopy[] = [];
   /** Why the run failed, once it did (the migration's abort reads it). */
   error: RunError | undefined;
@@ -70,6 +86,8 @@ export class RunContext {
     setMaxListeners(0, this.abort.signal);
     this.src = new Side(o.source, "source");
     this.dst = new Side(o.destination, "destination");
+    // Without --uri the transport's steps (transport.ts) fill these in before anything uses them.
+    this.endpoints = { incoming: o.uri ?? "", outgoing: o.uri ?? "", nbdListen: o.nbd, nbdConnect: o.nbd };
     this.steps = new UndoStack({
       skip: (side) =>
         side === "source" ? this.src.gone : side === "destination" ? this.dst.gone : undefined,
@@ -89,16 +107,8 @@ export class RunContext {
     return this.planned;
   }
 
-  /** What the destination listens on and what the source sends to (they differ through a tunnel). */
-  get incomingUri(): string {
-    return this.route?.incomingUri ?? this.o.uri ?? "";
-  }
-
-  get outgoingUri(): string {
-    return this.route?.outgoingUri ?? this.o.uri ?? "";
-  }
-
-  get rows(): Streams["rows"] {
+  /** The bitmaps of the migration stream (empty before the plan). */
+  get rows(): PlanBitmap[] {
     return this.streams?.rows ?? [];
   }
 

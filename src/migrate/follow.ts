@@ -17,17 +17,17 @@ export async function startMigration(ctx: RunContext): Promise<void> {
   ctx.progress("migrating", {
     status: "setup",
     bitmapBytes: ctx.plan.payloadBytes,
-    message: `migrating to ${ctx.outgoingUri}`,
+    message: `migrating to ${ctx.endpoints.outgoing}`,
   });
   await ctx.steps.around(
     {
       name: "migration",
       side: "source",
-      what: `the migration to ${ctx.outgoingUri}`,
+      what: `the migration to ${ctx.endpoints.outgoing}`,
       abort: () => recoverSource(ctx),
       boundMs: RECOVERY_BOUND_MS,
     },
-    () => ctx.on(ctx.src, (m) => m.migrate(ctx.outgoingUri), "starting the migration"),
+    () => ctx.on(ctx.src, (m) => m.migrate(ctx.endpoints.outgoing), "starting the migration"),
   );
 }
 

@@ -1,3 +1,4 @@
+import type { PlanBitmap } from "../policy/types.js";
 import { debug } from "../util/debug.js";
 import { describeError } from "../util/errors.js";
 import type { RunContext } from "./context.js";
@@ -136,7 +137,7 @@ async function recover(ctx: RunContext): Promise<RepairOutcome[]> {
  * repair in between is refused ("Bitmap ... is currently in use"), which the fault fuzzer caught once (a cut
  * connection). Wait, bounded, until none of them is busy.
  */
-async function untilReleased(ctx: RunContext, rows: RunContext["rows"]): Promise<void> {
+async function untilReleased(ctx: RunContext, rows: PlanBitmap[]): Promise<void> {
   if (rows.length === 0) return;
   for (let i = 0; i < 100; i++) {
     const nodes = await ctx.src.tidy((m) => m.namedBlockNodes(), "reading the bitmaps");

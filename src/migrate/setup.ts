@@ -65,9 +65,11 @@ async function setCapabilities(
     side: side.name,
     what: `the ${side.name}'s migration capabilities (${Object.keys(change).join(", ")})`,
     clean: async () => {
-      // QEMU refuses capability changes while a migration runs (a destination still loading, say): they stay.
-      const now = await side.undo((m) => m.migrationInfo());
-      if (now.status !== undefined && RUNNING_STATUSES.has(now.status)) return;
+      // QEMU refuses capability changes while a migration runs: they stay. A destination that only listens
+      // reports `setup` from QEMU 10.0 on (7.2 reports nothing) and takes the change (observed on both).
+      const now = (await side.undo((m) => m.migrationInfo())).status;
+      const listening = side.name === "destination" && now === "setup";
+      if (now !== undefined && RUNNING_STATUSES.has(now) && !listening) return;
       await side.undo((m) => m.setMigrationCapabilities(original));
     },
   });
@@ -81,12 +83,16 @@ async function setCapabilities(
 async function startIncoming(ctx: RunContext): Promise<void> {
   const exitOnError = ctx.planResult.destination.facts.features.incomingExitOnError ? false : undefined;
   try {
-    await ctx.dst.mon.migrateIncoming(ctx.incomingUri, exitOnError);
+    await ctx.dst.mon.migrateIncoming(ctx.endpoints.incoming, exitOnError);
   } catch (err) {
     if (!(err instanceof QmpCommandError && err.desc.includes("already been started"))) {
       throw ctx.dst.error(err, "starting the incoming side");
     }
     return;
   }
-  ctx.steps.push({ name: "incoming", side: "destination", what: `the incoming side on ${ctx.incomingUri}` });
+  ctx.steps.push({
+    name: "incoming",
+    side: "destination",
+    what: `the incoming side on ${ctx.endpoints.incoming}`,
+  });
 }

@@ -162,6 +162,8 @@ export class UndoStack {
     try {
       await bounded(fn(), s.boundMs ?? UNDO_BOUND_MS);
     } catch (err) {
+      // A QEMU that ended while its step was undone (a destination whose incoming migration failed) took it along.
+      if (this.options.skip?.(s.side) === "lost") return;
       fail(describeError(err));
     }
   }
@@ -185,5 +187,5 @@ export function bounded<T>(p: Promise<T>, ms: number, onTimeout?: () => void): P
 /** One sentence per failed undo, for the error message of a failed run. */
 export function describeUndoFailure(f: UndoFailure): string {
   const what = f.what ?? f.name;
-  return `bitferry could not undo ${what} on the ${f.side === "local" ? "local host" : f.side}: ${f.message}`;
+  return `could not undo ${what} on ${f.side === "local" ? "this host" : `the ${f.side}`}: ${f.message}`;
 }

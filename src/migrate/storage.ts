@@ -75,11 +75,9 @@ export class StorageCopy {
 
   /** Exports the destination nodes, attaches them on the source and starts one mirror per disk: a step each. */
   async start(): Promise<void> {
-    // Through a tunnel the destination listens on one socket and the source connects to another (transport.ts).
-    const route = this.ctx.route?.nbd;
-    const listen = route?.listen ?? this.socketAddress();
-    const address = route?.connect ?? listen;
-    const tls = route?.tls;
+    const { listen, connect } = this.socketAddresses();
+    // QEMU's TLS for the export and its client when the run uses --tls-creds over TCP (transport.ts).
+    const tls = this.ctx.route?.nbdTls;
     this.listen();
     const addr =
       listen.type === "unix"
@@ -96,9 +94,9 @@ export class StorageCopy {
       clean: () => dst.undo((m) => m.run("nbd-server-stop")),
     });
     const server =
-      address.type === "unix"
-        ? { type: "unix", path: address.path }
-        : { type: "inet", host: address.host, port: String(address.port) };
+      connect.type === "unix"
+        ? { type: "unix", path: connect.path }
+        : { type: "inet", host: connect.host, port: String(connect.port) };
     for (const j of this.jobs) {
       await this.command("destination", `exporting ${j.disk.target.node}`, () =>
         dst.mon.run("block-export-add", {
@@ -200,8 +198,11 @@ export class StorageCopy {
   }
 
   /** Step "nbd-socket-dir" when both QEMUs are on this host: a private socket nobody else can reach. */
-  private socketAddress(): SocketAddress {
-    if (this.ctx.o.nbd !== undefined) return parseSocketAddress(this.ctx.o.nbd);
+  private socketAddresses(): { listen: SocketAddress; connect: SocketAddress } {
+    const { nbdListen, nbdConnect } = this.ctx.endpoints;
+    if (nbdListen !== undefined) {
+      return { listen: parseSocketAddress(nbdListen), connect: parseSocketAddress(nbdConnect ?? nbdListen) };
+    }
     const dir = mkdtempSync(path.join("/tmp", "bf-nbd-"));
     this.push({
       name: "nbd-socket-dir",
@@ -212,7 +213,8 @@ export class StorageCopy {
         return Promise.resolve();
       },
     });
-    return { type: "unix", path: path.join(dir, "nbd.sock") };
+    const local: SocketAddress = { type: "unix", path: path.join(dir, "nbd.sock") };
+    return { listen: local, connect: local };
   }
 
   /** Step "mirror-events": the mirrors' job events tell readiness, errors and the final offsets. */
@@ -267,7 +269,7 @@ export class StorageCopy {
         throw (side === "source" ? this.ctx.src : this.ctx.dst).error(err, what);
       const why = describeError(err);
       // QEMU's TLS refusing a peer shows up as the NBD client's connection failing.
-      const code = this.ctx.route?.nbd?.tls && isTlsFailure(why) ? "TLS_FAILED" : "COPY_FAILED";
+      const code = this.ctx.route?.nbdTls && isTlsFailure(why) ? "TLS_FAILED" : "COPY_FAILED";
       throw new RunError(code, `${side}: ${what}: ${why}`, { cause: err });
     }
   }

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import path from "node:path";
 import type { StreamTransport } from "../policy/transport.js";
-import { parseSocketAddress, type SocketAddress } from "../qmp/address.js";
+import { parseSocketAddress } from "../qmp/address.js";
 import { TransportError } from "../transport/errors.js";
 import { sshConnectionOf } from "../transport/monitor.js";
 import type { SshConnection } from "../transport/ssh.js";
@@ -21,29 +21,19 @@ import type { Side } from "./sides.js";
  * Two hosts (DESIGN section 4): how the stream and the disk copy travel, set up as steps of the run before the
  * incoming side (setup.ts): the private socket directories of this run on each host, the SSH forwards that join
  * the destination's unix socket to one on the source's host (through bitferry's host when it is a third one), the
- * TLS credential objects and the migration's TLS parameters. Every one is a step whose clean removes it, so a
+ * TLS credential objects and the migration's TLS parameters; the addresses go into `ctx.endpoints`. Every one is a step whose clean removes it, so a
  * failed run, a successful one and an interrupted one all leave both hosts and both QEMUs as they were; an SSH
  * connection that drops mid-run fails the run with TUNNEL_FAILED.
  */
 
-export interface NbdRoute {
-  transport: StreamTransport;
-  /** Where the destination's NBD server listens, as the destination sees it. */
-  listen: SocketAddress;
-  /** Where the source's NBD client connects, as the source sees it. */
-  connect: SocketAddress;
-  /** `tls-creds`/`tls-hostname` for nbd-server-start and the source's NBD client. */
-  tls?: { id: string; hostname: string };
-}
-
+/** What the run's transport is, beyond the addresses it puts in `ctx.endpoints`. */
 export interface Route {
+  /** How the migration stream travels (`migration.transport` of the result). */
   migration: StreamTransport;
-  /** What the destination listens on (`migrate-incoming`). */
-  incomingUri: string;
-  /** What the source sends to (`migrate`). */
-  outgoingUri: string;
-  /** --copy-storage; undefined: the private unix socket on this host (storage.ts). */
-  nbd: NbdRoute | undefined;
+  /** --copy-storage: how the NBD connection travels; undefined without --copy-storage. */
+  nbd: StreamTransport | undefined;
+  /** `tls-creds`/`tls-hostname` for nbd-server-start and the source's NBD client (a TCP NBD with --tls-creds). */
+  nbdTls: { id: string; hostname: string } | undefined;
   /** The id of the TLS objects (the same on both sides) when QEMU's TLS is used. */
   tlsId: string | undefined;
 }
@@ -64,23 +54,21 @@ export async function setupTransport(ctx: RunContext): Promise<void> {
   watchConnections(ctx, conns);
   const dirs = new RunDirs(ctx, conns, tag);
 
+  const ends = ctx.endpoints;
   let migration: StreamTransport;
-  let incomingUri: string;
-  let outgoingUri: string;
   if (o.uri === undefined) {
     if (!remote)
       throw new RunError(
         "QEMU_ERROR",
         "no migration URI: give uri, or reach a side through ssh:// for the tunnel",
       );
-    const ends = await tunnel(ctx, conns, dirs, "mig.sock", "the migration stream");
+    const t = await tunnel(ctx, conns, dirs, "mig.sock", "the migration stream");
     migration = "ssh-tunnel";
-    incomingUri = `unix:${ends.destination}`;
-    outgoingUri = `unix:${ends.source}`;
+    ends.incoming = `unix:${t.destination}`;
+    ends.outgoing = `unix:${t.source}`;
   } else {
     const a = parseSocketAddress(o.uri);
     migration = o.tlsCreds !== undefined ? "tls" : a.type === "unix" ? "unix" : "plaintext";
-    incomingUri = outgoingUri = o.uri;
   }
 
   let tlsId: string | undefined;
@@ -89,27 +77,24 @@ export async function setupTransport(ctx: RunContext): Promise<void> {
     await setupTls(ctx, o.tlsCreds, tlsId, o.tlsHostname ?? hostOf(o.uri));
   }
 
-  let nbd: NbdRoute | undefined;
+  let nbd: StreamTransport | undefined;
+  let nbdTls: Route["nbdTls"];
   if (o.copyStorage) {
     if (o.nbd !== undefined) {
       const a = parseSocketAddress(o.nbd);
+      nbd = tlsId !== undefined ? "tls" : a.type === "unix" ? "unix" : "plaintext";
       const hostname = o.tlsHostname ?? (a.type === "tcp" ? a.host : hostOf(o.uri));
-      nbd = {
-        transport: tlsId !== undefined ? "tls" : a.type === "unix" ? "unix" : "plaintext",
-        listen: a,
-        connect: a,
-        ...(tlsId !== undefined && hostname !== undefined ? { tls: { id: tlsId, hostname } } : {}),
-      };
+      if (tlsId !== undefined && hostname !== undefined) nbdTls = { id: tlsId, hostname };
     } else if (remote) {
-      const ends = await tunnel(ctx, conns, dirs, "nbd.sock", "the disk copy");
-      nbd = {
-        transport: "ssh-tunnel",
-        listen: { type: "unix", path: ends.destination },
-        connect: { type: "unix", path: ends.source },
-      };
+      const t = await tunnel(ctx, conns, dirs, "nbd.sock", "the disk copy");
+      nbd = "ssh-tunnel";
+      ends.nbdListen = `unix:${t.destination}`;
+      ends.nbdConnect = `unix:${t.source}`;
+    } else {
+      nbd = "unix";
     }
   }
-  ctx.route = { migration, incomingUri, outgoingUri, nbd, tlsId };
+  ctx.route = { migration, nbd, nbdTls, tlsId };
 }
 
 /** MIGRATION_FAILED, or TLS_FAILED when QEMU's TLS is in use and QEMU's reason is about it. */

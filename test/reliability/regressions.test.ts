@@ -409,6 +409,18 @@ describe("regressions found by fuzzing", () => {
     assert.deepEqual(r.failures, []);
   });
 
+  it("a cut connection: the repair waits until QEMU has released the bitmaps it was sending", async () => {
+    // test/reliability/faults.test.ts found it (seed 20251126, fault 6): QEMU reports `failed` before its cleanup
+    // releases the bitmaps, and a repair in between was refused ("in use"), leaving a bitmap unstorable. A race:
+    // without the fix 3 of 25 and 3 of 20 such runs failed, so eight runs catch it more often than not.
+    assert.deepEqual(faultCaseOf(6), { kind: "cut-connection", point: "active", scenario: "stalling" });
+    for (let seed = 1000; seed < 1008; seed++) {
+      const r = await runFault(seed, 6);
+      assert.ok(["MIGRATION_FAILED", "DESTINATION_LOST"].includes(r.code), `seed ${seed}: ${r.code}`);
+      assert.deepEqual(r.failures, [], `seed ${seed}`);
+    }
+  });
+
   it("planMigration of a live pair is unchanged by the fixes (control)", async () => {
     const pair = buildPairCases[0];
     assert.ok(pair);
