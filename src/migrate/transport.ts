@@ -21,9 +21,9 @@ import type { Side } from "./sides.js";
  * Two hosts (DESIGN section 4): how the stream and the disk copy travel, set up as steps of the run before the
  * incoming side (setup.ts): the private socket directories of this run on each host, the SSH forwards that join
  * the destination's unix socket to one on the source's host (through bitferry's host when it is a third one), the
- * TLS credential objects and the migration's TLS parameters; the addresses go into `ctx.endpoints`. Every one is a step whose clean removes it, so a
- * failed run, a successful one and an interrupted one all leave both hosts and both QEMUs as they were; an SSH
- * connection that drops mid-run fails the run with TUNNEL_FAILED.
+ * TLS credential objects and the migration's TLS parameters; the addresses go into `ctx.endpoints`. Every one is a
+ * step whose clean removes it, so a failed run, a successful one and an interrupted one all leave both hosts and
+ * both QEMUs as they were; an SSH connection that drops mid-run fails the run with TUNNEL_FAILED.
  */
 
 /** What the run's transport is, beyond the addresses it puts in `ctx.endpoints`. */
@@ -70,31 +70,31 @@ export async function setupTransport(ctx: RunContext): Promise<void> {
     const a = parseSocketAddress(o.uri);
     migration = o.tlsCreds !== undefined ? "tls" : a.type === "unix" ? "unix" : "plaintext";
   }
+  // Known from here on, for the result of a run that fails in the steps below.
+  const route: Route = { migration, nbd: undefined, nbdTls: undefined, tlsId: undefined };
+  ctx.route = route;
 
-  let tlsId: string | undefined;
   if (o.tlsCreds !== undefined) {
-    tlsId = `bf-tls-${tag}`;
+    const tlsId = `bf-tls-${tag}`;
+    route.tlsId = tlsId;
     await setupTls(ctx, o.tlsCreds, tlsId, o.tlsHostname ?? hostOf(o.uri));
   }
 
-  let nbd: StreamTransport | undefined;
-  let nbdTls: Route["nbdTls"];
   if (o.copyStorage) {
     if (o.nbd !== undefined) {
       const a = parseSocketAddress(o.nbd);
-      nbd = tlsId !== undefined ? "tls" : a.type === "unix" ? "unix" : "plaintext";
+      route.nbd = route.tlsId !== undefined ? "tls" : a.type === "unix" ? "unix" : "plaintext";
       const hostname = o.tlsHostname ?? (a.type === "tcp" ? a.host : hostOf(o.uri));
-      if (tlsId !== undefined && hostname !== undefined) nbdTls = { id: tlsId, hostname };
+      if (route.tlsId !== undefined && hostname !== undefined) route.nbdTls = { id: route.tlsId, hostname };
     } else if (remote) {
       const t = await tunnel(ctx, conns, dirs, "nbd.sock", "the disk copy");
-      nbd = "ssh-tunnel";
+      route.nbd = "ssh-tunnel";
       ends.nbdListen = `unix:${t.destination}`;
       ends.nbdConnect = `unix:${t.source}`;
     } else {
-      nbd = "unix";
+      route.nbd = "unix";
     }
   }
-  ctx.route = { migration, nbd, nbdTls, tlsId };
 }
 
 /** MIGRATION_FAILED, or TLS_FAILED when QEMU's TLS is in use and QEMU's reason is about it. */
