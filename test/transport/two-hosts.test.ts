@@ -394,6 +394,48 @@ describe("two hosts: bitferry through SSH and TLS", () => {
     await assertHostsClean();
   });
 
+  it("library: a remote source and a local destination without uri: the stream comes back through a remote forward", async () => {
+    n++;
+    const h = hosts.host("src");
+    const dir = `/tmp/q${n}`;
+    await h.exec(["mkdir", "-p", dir]);
+    await h.qemuImg(["create", "-q", "-f", "qcow2", `${dir}/a.qcow2`, String(DISK)]);
+    const src = await sourceVm((args) => h.startQemu({ label: "src", dir, args }), `${dir}/a.qcow2`);
+    started.push(src);
+    const img = await lab.createImage(`b${n}.qcow2`, DISK);
+    const dst = await lab.start({
+      label: `dst${n}`,
+      args: qcow2Blockdev({ nodeName: "disk0", file: img }),
+      incoming: "defer",
+      paused: true,
+    });
+    started.push(dst);
+    const source = await open(h.url(src.monitorSocket), "source");
+    const destination = await open(dst.monitorSocket, "destination");
+    const steps: string[] = [];
+    const r = await migrate({
+      source,
+      destination,
+      copyStorage: true,
+      onStep: (st) => steps.push(`${st.name}:${st.side}`),
+    });
+    assertStrict(r);
+    assert.equal(r.migration.transport, "ssh-tunnel");
+    // This host's run directory (the destination listens there) and the source's, one remote forward each.
+    assert.deepEqual(
+      steps.filter((x) => /^(socket-dir|tunnel)/.test(x)),
+      ["socket-dir:local", "socket-dir:source", "tunnel:local", "tunnel:local"],
+    );
+    await destination.qmp.execute("quit").catch(() => undefined);
+    await dst.exited;
+    // The data arrived in this host's image.
+    await lab.qemuIo(img, `read -P 0x22 ${9 * MiB} ${3 * MiB}`);
+    source.qmp.close();
+    await sshConnectionOf(source.qmp)?.close();
+    await assertClean(src);
+    await assertHostsClean();
+  });
+
   it("the destination's SSH connection killed mid-run: TUNNEL_FAILED or DESTINATION_LOST, the source repaired and running", async () => {
     const p = await pair({ copy: true });
     const bitmapsBefore = await bitmapStates(p.source);
