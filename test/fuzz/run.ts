@@ -4,6 +4,7 @@
  *
  *   --scenarios N     differential scenarios (default 300)
  *   --faults N        injected faults (default 80)
+ *   --host-faults N   faults of the two-host transport, on namespace hosts (default 8; needs root)
  *   --hostile N       hostile inputs per property (default 500)
  *   --seed S          master seed (default: random, printed)
  *   --only I          run only item I of the selected kinds (use with --scenarios/--faults/--hostile)
@@ -18,6 +19,7 @@ import { generateSetup } from "./generate.js";
 import { runScenario, type ScenarioReport } from "./differential.js";
 import { short } from "./checks.js";
 import { FAULT_CASES, runFault, type FaultReport } from "./faults.js";
+import { HOST_FAULT_CASES, runHostFault, type HostFaultReport } from "./host-faults.js";
 import type { HostileReport } from "./hostile-common.js";
 import { fuzzPolicies } from "./hostile-policy.js";
 import { fuzzQmp } from "./hostile-qmp.js";
@@ -26,6 +28,7 @@ import { fuzzQcow2 } from "./hostile-qcow2.js";
 interface Options {
   scenarios: number;
   faults: number;
+  hostFaults: number;
   hostile: number;
   seed: number;
   only: number | undefined;
@@ -40,6 +43,7 @@ function options(): Options {
     options: {
       scenarios: { type: "string" },
       faults: { type: "string" },
+      "host-faults": { type: "string" },
       hostile: { type: "string" },
       seed: { type: "string" },
       only: { type: "string" },
@@ -55,10 +59,11 @@ function options(): Options {
     if (!Number.isInteger(n) || n < 0) throw new Error(`expected a whole number, got ${v}`);
     return n;
   };
-  const given = new Set(["scenarios", "faults", "hostile"].filter((k) => k in values));
+  const given = new Set(["scenarios", "faults", "host-faults", "hostile"].filter((k) => k in values));
   return {
     scenarios: num(values.scenarios, 300),
     faults: num(values.faults, 80),
+    hostFaults: num(values["host-faults"], 8),
     hostile: num(values.hostile, 500),
     seed: num(values.seed, Math.floor(Math.random() * 0xffffffff)),
     only: values.only === undefined ? undefined : num(values.only, 0),
@@ -139,6 +144,25 @@ async function faults(o: Options): Promise<FaultReport[]> {
   });
 }
 
+async function hostFaults(o: Options): Promise<HostFaultReport[]> {
+  const idx = selected(o, "host-faults", o.hostFaults);
+  if (idx.length === 0) return [];
+  console.log(`\ntwo-host faults: ${idx.length} over ${HOST_FAULT_CASES.length} kinds (seed ${o.seed})`);
+  const out: HostFaultReport[] = [];
+  // One at a time: each makes its own namespaces, sshds and QEMUs.
+  for (const i of idx) {
+    const r = await runHostFault(o.seed, i);
+    out.push(r);
+    const tag = `[${out.length}/${idx.length}] host fault ${i} ${r.kind}@${r.point}: ${r.code}`;
+    if (r.failures.length > 0) {
+      console.log(`${tag} FAIL (${r.ms} ms)`);
+      for (const fl of r.failures) console.log(`    ${fl}`);
+      console.log(`    replay: npm run fuzz -- --host-faults 1 --seed ${o.seed} --only ${i}`);
+    } else console.log(`${tag} ok (${r.ms} ms)`);
+  }
+  return out;
+}
+
 async function hostile(o: Options): Promise<HostileReport[]> {
   if (o.given.size > 0 && !o.given.has("hostile")) return [];
   if (o.hostile === 0) return [];
@@ -163,6 +187,7 @@ async function main(): Promise<number> {
   const t0 = Date.now();
   const sc = await scenarios(o);
   const fa = await faults(o);
+  const hf = await hostFaults(o);
   const ho = await hostile(o);
   const failed = sc.filter((r) => r.failures.length > 0);
   const refused = sc.filter((r) => !r.planOk);
@@ -197,6 +222,15 @@ async function main(): Promise<number> {
           .join(", "),
     );
   }
+  const hostFaultFailed = hf.filter((r) => r.failures.length > 0);
+  if (hf.length > 0) {
+    const byCode = new Map<string, number>();
+    for (const r of hf) byCode.set(`${r.kind}→${r.code}`, (byCode.get(`${r.kind}→${r.code}`) ?? 0) + 1);
+    console.log(
+      `two-host faults: ${hf.length}, ${hostFaultFailed.length} failed; ` +
+        [...byCode].map(([k, v]) => `${k} ${v}`).join(", "),
+    );
+  }
   const hostileFailed = ho.filter((r) => r.failure !== undefined);
   if (ho.length > 0) {
     const byFamily = new Map<string, number>();
@@ -215,6 +249,7 @@ async function main(): Promise<number> {
           seed: o.seed,
           scenarios: sc.map((r) => ({ ...r, failures: r.failures.length })),
           faults: fa.map((r) => ({ ...r, failures: r.failures.length })),
+          hostFaults: hf.map((r) => ({ ...r, failures: r.failures.length })),
           hostile: ho,
         },
         null,
@@ -222,7 +257,7 @@ async function main(): Promise<number> {
       ),
     );
   }
-  return failed.length + faultFailed.length + hostileFailed.length > 0 ? 1 : 0;
+  return failed.length + faultFailed.length + hostFaultFailed.length + hostileFailed.length > 0 ? 1 : 0;
 }
 
 process.exitCode = await main();
