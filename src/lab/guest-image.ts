@@ -160,8 +160,14 @@ async function unpackPackages(pkg: string, version: string, home: string): Promi
     }
     await rm(home, { recursive: true, force: true });
     mkdirSync(path.dirname(home), { recursive: true });
-    renameSync(stage, home);
+    try {
+      renameSync(stage, home);
+    } catch (err) {
+      // Another process built the same version at the same time: its copy is as good as ours.
+      if (!existsSync(path.join(home, "vmlinuz"))) throw err;
+    }
   } finally {
+    await rm(`${home}.new.${process.pid}`, { recursive: true, force: true });
     await rm(work, { recursive: true, force: true });
   }
 }
