@@ -88,9 +88,9 @@ export async function migrateAction(opts: MigrateFlags, ctx: CliContext): Promis
       }
     }
     if (opts.json) writeJson(ctx.io, result);
+    else ctx.io.stdout.write(renderMigrateText(result, colors(ctx.io)));
     if (opts.json && result.error)
       ctx.io.stderr.write(`bitferry: ${result.error.message} [${result.error.code}]\n`);
-    else ctx.io.stdout.write(renderMigrateText(result, colors(ctx.io)));
     if (result.ok) ctx.exitCode = ExitCode.OK;
     else if (result.error?.code === "INTERRUPTED" && signalled)
       ctx.exitCode = signalled === "SIGINT" ? ExitCode.SIGINT : ExitCode.SIGTERM;
