@@ -4,10 +4,10 @@ import { ensureGuestImage } from "../src/lab/guest-image.js";
 try {
   const image = await ensureGuestImage({
     log: (line) => {
-      console.log(`first-run: ${line}`);
+      console.error(`first-run: ${line}`);
     },
   });
-  console.log(`first-run: guest ${image.version} ready in ${image.kernel.replace(/\/vmlinuz$/, "")}`);
+  console.error(`first-run: guest ${image.version} ready in ${image.kernel.replace(/\/vmlinuz$/, "")}`);
 } catch (err) {
   console.error(err instanceof Error ? err.message : String(err));
   process.exitCode = 1;

@@ -20,7 +20,8 @@ if (mode !== "demo" && mode !== "test") {
 if (process.env.BITFERRY_SKIP_FIRST_RUN === "1") process.exit(0);
 
 const isRoot = process.getuid?.() === 0;
-const log = (line) => console.log(`first-run: ${line}`);
+// stderr: stdout stays for the command that runs next (`npm run demo -- --json` prints one document there).
+const log = (line) => console.error(`first-run: ${line}`);
 
 // Debian packages, each with what it is for (the line printed when it is installed).
 const DEMO_PACKAGES = {
@@ -189,7 +190,7 @@ if (guestMissing()) {
   const r = spawnSync(process.execPath, ["--import", "tsx", path.join(ROOT, "scripts", "build-guest.ts")], {
     cwd: ROOT,
     encoding: "utf8",
-    stdio: ["ignore", "inherit", "pipe"],
+    stdio: ["ignore", "inherit", "inherit"],
   });
-  check(r, "building the guest kernel and initramfs");
+  check(r, "building the guest kernel and initramfs (see above)");
 }
