@@ -4,7 +4,8 @@
 // costs one dpkg-query and two small JSON reads. It prints one line for each thing it installs; without root, when
 // something needs root, it installs nothing and prints the exact command to run instead (exit status 1).
 //
-// DESIGN.md section 6, "First run". BITFERRY_SKIP_FIRST_RUN=1 skips every check.
+// DESIGN.md section 6, "First run". BITFERRY_SKIP_FIRST_RUN=1 skips every check; --dry-run only lists what is
+// missing.
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { homedir } from "node:os";
@@ -115,7 +116,8 @@ function guestMissing() {
 }
 
 function fail(lines) {
-  for (const l of lines) console.error(`first-run: ${l}`);
+  // Indented lines are commands to copy: printed bare.
+  for (const l of lines) console.error(l.startsWith("  ") ? l : `first-run: ${l}`);
   process.exit(1);
 }
 
@@ -132,6 +134,16 @@ const packages = mode === "test" ? TEST_PACKAGES : DEMO_PACKAGES;
 const missingPkgs = missingDebianPackages(Object.keys(packages));
 const stale = npmStale();
 const needQemu10 = mode === "test" && qemu10Needed();
+
+// --dry-run: say what would be installed, install nothing.
+if (process.argv.includes("--dry-run")) {
+  for (const p of missingPkgs ?? []) log(`would install ${p}: ${packages[p]}`);
+  if (needQemu10) log(`would install QEMU 10.0 beside the system QEMU into ${qemu10Prefix()}`);
+  if (stale !== undefined) log(`would install the npm dependencies (npm ci: ${stale})`);
+  if (guestMissing())
+    log(`would build the guest kernel and initramfs into ${path.join(cacheDir(), "guest")}`);
+  process.exit(0);
+}
 
 // Nothing that needs root is done until it is known that everything can be.
 if (missingPkgs === undefined) {
