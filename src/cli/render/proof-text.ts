@@ -12,13 +12,19 @@ export function renderProofText(proofs: readonly BackupProof[], c: Colors): stri
     lines.push(
       `  the guest wrote ${p.guestBlocks} distinct ${p.granularity / 1024} KiB blocks since the full backup; ` +
         `the destination's bitmap marks ${p.dirtyBlocks} dirty` +
-        (p.unmarkedBlocks > 0 ? c.red(` and misses ${p.unmarkedBlocks} the guest wrote`) : " (none missed)"),
+        (p.unmarkedBlocks > 0
+          ? c.red(` and misses ${p.unmarkedBlocks} the guest wrote`)
+          : p.dirtyBlocks > p.guestBlocks
+            ? ` (none missed; ${p.dirtyBlocks - p.guestBlocks} more: written as the source stopped, before the guest could report it)`
+            : " (none missed)"),
     );
-    lines.push(`  full backup (at bitmap creation)    sha256 ${p.backupSha256}`);
-    lines.push(
-      `  full backup + the ${String(p.dirtyBlocks).padEnd(5)} dirty blocks sha256 ${p.restoredSha256}`,
-    );
-    lines.push(`  destination disk                    sha256 ${p.destinationSha256}`);
+    const rows: [string, string][] = [
+      ["full backup, taken as the bitmaps were created", p.backupSha256],
+      [`full backup + the ${p.dirtyBlocks} blocks marked dirty`, p.restoredSha256],
+      ["the destination's disk", p.destinationSha256],
+    ];
+    const width = Math.max(...rows.map(([label]) => label.length));
+    for (const [label, sha] of rows) lines.push(`  ${label.padEnd(width)}  sha256 ${sha}`);
   }
   return `${lines.join("\n")}\n`;
 }
