@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import {
   chownSync,
   existsSync,
@@ -75,6 +75,11 @@ export async function kernelPackage(): Promise<string> {
   return m[1];
 }
 
+/** For temporary files: several builds may run at once, in several processes or in one. */
+function uniqueSuffix(): string {
+  return `${process.pid}.${randomBytes(4).toString("hex")}`;
+}
+
 function initrdName(): string {
   const h = createHash("sha256").update(GUEST_INIT).update(GUEST_MODULES.join(",")).digest("hex");
   return `initrd-${h.slice(0, 12)}.gz`;
@@ -123,13 +128,14 @@ export async function ensureGuestImage(
     await writeInitrd(initrd, busybox, modules);
   }
   const image: GuestImage = { version, kernel, initrd };
-  const tmp = `${currentFile(dir)}.${process.pid}`;
+  const tmp = `${currentFile(dir)}.${uniqueSuffix()}`;
   await writeFile(tmp, `${JSON.stringify(image, null, 2)}\n`);
   renameSync(tmp, currentFile(dir));
   return image;
 }
 
 async function unpackPackages(pkg: string, version: string, home: string): Promise<void> {
+  const suffix = uniqueSuffix();
   const work = mkdtempSync(path.join("/tmp", "bf-guest-"));
   try {
     // apt downloads as user _apt when it runs as root; the directory must be writable by it.
@@ -146,7 +152,7 @@ async function unpackPackages(pkg: string, version: string, home: string): Promi
     mkdirSync(root);
     for (const deb of readdirSync(work).filter((f) => f.endsWith(".deb")))
       await run("dpkg", ["-x", path.join(work, deb), root]);
-    const stage = `${home}.new.${process.pid}`;
+    const stage = `${home}.new.${suffix}`;
     mkdirSync(path.join(stage, "modules"), { recursive: true });
     await copyFile(path.join(root, "boot", `vmlinuz-${version}`), path.join(stage, "vmlinuz"));
     await copyFile(path.join(root, "bin", "busybox"), path.join(stage, "busybox"));
@@ -167,7 +173,7 @@ async function unpackPackages(pkg: string, version: string, home: string): Promi
       if (!existsSync(path.join(home, "vmlinuz"))) throw err;
     }
   } finally {
-    await rm(`${home}.new.${process.pid}`, { recursive: true, force: true });
+    await rm(`${home}.new.${suffix}`, { recursive: true, force: true });
     await rm(work, { recursive: true, force: true });
   }
 }
@@ -186,7 +192,7 @@ async function writeInitrd(initrd: string, busybox: string, modules: string[]): 
       data: readFileSync(m),
     })),
   ];
-  const tmp = `${initrd}.${process.pid}`;
+  const tmp = `${initrd}.${uniqueSuffix()}`;
   await writeFile(tmp, gzipSync(newcArchive(entries)));
   renameSync(tmp, initrd);
 }

@@ -21,20 +21,44 @@ export const GUEST_BLOCK = 65536;
 /** The line the guest prints once its disks are visible and the write loop starts. */
 export const GUEST_READY = "bitferry-guest: ready";
 
+/** Kernel parameter telling the init how many disks to wait for (they are probed asynchronously, in any order). */
+export const GUEST_DISKS_PARAM = "bitferry.disks";
+
+/**
+ * The init never exits, whatever fails (the kernel would panic and QEMU, run with -no-reboot, would quit): errors
+ * are printed on the serial port, and the machine idles.
+ */
 export const GUEST_INIT = `#!/bin/sh
 /bin/busybox --install -s /bin
 export PATH=/bin
+idle() { echo "bitferry-guest: error: $*"; while :; do sleep 60; done; }
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 for m in ${GUEST_MODULES.join(" ")}; do
   insmod /lib/modules/$m.ko || echo "bitferry-guest: insmod $m failed"
 done
-# virtio-blk probes its devices asynchronously after insmod returns.
-n=0
-while ! ls /sys/block | grep -q '^vd' && [ $n -lt 200 ]; do usleep 50000; n=$((n + 1)); done
-disks=$(ls /sys/block | grep '^vd' | tr '\\n' ' ')
-for d in $disks; do eval "slots_$d=$(( $(blockdev --getsize64 /dev/$d) / ${GUEST_BLOCK} ))"; done
+want=$(sed -n 's/.*${GUEST_DISKS_PARAM.replace(".", "\\.")}=\\([0-9]*\\).*/\\1/p' /proc/cmdline)
+[ -n "$want" ] || want=1
+# virtio-blk probes its devices asynchronously after insmod returns; /dev nodes follow /sys/block.
+tries=0
+while :; do
+  disks=""
+  count=0
+  for f in /sys/block/vd*; do
+    [ -e "$f" ] || continue
+    d=\${f##*/}
+    size=$(blockdev --getsize64 /dev/$d 2>/dev/null)
+    [ -n "$size" ] && [ "$size" -ge ${GUEST_BLOCK} ] || continue
+    eval "slots_$d=$((size / ${GUEST_BLOCK}))"
+    disks="$disks$d "
+    count=$((count + 1))
+  done
+  [ $count -ge $want ] && break
+  tries=$((tries + 1))
+  [ $tries -lt 1200 ] || idle "found $count of $want disks: $disks"
+  usleep 50000
+done
 echo "${GUEST_READY} disks $disks"
 round=0
 while :; do

@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from "node:fs";
-import { GUEST_READY } from "./guest-init.js";
+import { GUEST_DISKS_PARAM, GUEST_READY } from "./guest-init.js";
 import type { GuestImage } from "./guest-image.js";
 import type { QemuProcess } from "./process.js";
 
@@ -34,7 +34,9 @@ export function guestArgs(image: GuestImage, o: GuestArgsOptions): string[] {
     "-initrd",
     image.initrd,
     "-append",
-    "console=ttyS0 quiet panic=-1",
+    // no_timer_check: on a loaded host TCG is too slow for the kernel's IO-APIC timer check, which then panics
+    // ("IO-APIC + timer doesn't work!"); seen with several guests booting at once.
+    `console=ttyS0 quiet panic=-1 no_timer_check ${GUEST_DISKS_PARAM}=${o.disks.length}`,
     "-no-reboot",
     "-serial",
     `file:${o.serial}`,
@@ -101,16 +103,25 @@ export async function waitForGuest(
   options: { proc?: QemuProcess; timeoutMs?: number; what?: string } = {},
 ): Promise<GuestSerial> {
   const deadline = Date.now() + (options.timeoutMs ?? 60_000);
+  const what = options.what ?? "the expected output";
+  // What the guest said last (a kernel panic, an init error) is what explains a failure.
+  const tail = (): string => {
+    const text = existsSync(serial) ? readFileSync(serial, "utf8").trim() : "";
+    return text === "" ? "(serial log empty)" : text.split("\n").slice(-3).join(" | ");
+  };
   for (;;) {
     const s = readGuestSerial(serial);
     if (pred(s)) return s;
-    if (options.proc && !options.proc.alive)
+    if (options.proc && !options.proc.alive) {
+      const status = options.proc.exitInfo;
       throw new GuestTimeoutError(
-        `the guest's QEMU (${options.proc.label}) exited before ${options.what ?? "the expected output"}: ${options.proc.stderr.trim().split("\n").slice(-2).join(" | ")}`,
+        `the guest's QEMU (${options.proc.label}) exited (${status?.signal ?? `status ${status?.code ?? "?"}`}) ` +
+          `before ${what}; serial: ${tail()}; stderr: ${options.proc.stderr.trim().split("\n").slice(-2).join(" | ")}`,
       );
+    }
     if (Date.now() > deadline)
       throw new GuestTimeoutError(
-        `the guest did not reach ${options.what ?? "the expected output"} in time (serial: round ${s.round}, ready ${s.ready})`,
+        `the guest did not reach ${what} in time (round ${s.round}, ready ${s.ready}); serial: ${tail()}`,
       );
     await new Promise((r) => setTimeout(r, 100));
   }
