@@ -49,11 +49,13 @@ const root = path.join(import.meta.dirname, "..", "..");
 /** Runs the CLI as a real process (exit statuses, signals). */
 export function spawnCli(
   args: string[],
-  options: { onSpawn?: (pid: number) => void; onStderr?: (textSoFar: string) => void } = {},
+  options: { onSpawn?: (pid: number) => void; onStderr?: (textSoFar: string) => void; cwd?: string } = {},
 ): Promise<CliRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", path.join(root, "src/cli/main.ts"), ...args], {
-      cwd: root,
+    // From another directory `--import tsx` would look for tsx there: name this checkout's.
+    const tsx = options.cwd === undefined ? "tsx" : import.meta.resolve("tsx");
+    const child = spawn(process.execPath, ["--import", tsx, path.join(root, "src/cli/main.ts"), ...args], {
+      cwd: options.cwd ?? root,
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stdout = "";
