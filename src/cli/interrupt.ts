@@ -13,7 +13,7 @@ export function exitOnSignal(io: CliIO, json: boolean, doing: string): () => voi
       message: `interrupted (${sig}) while ${doing}; nothing was changed`,
     };
     if (json) writeJson(io, { version: 1, ok: false, error });
-    else io.stderr.write(`\nbitferry: ${error.message} [${error.code}]\n`);
+    io.stderr.write(`\nbitferry: ${error.message} [${error.code}]\n`);
     // Writes to pipes and files are synchronous on Linux: the document is out before the process ends.
     process.exit(sig === "SIGINT" ? ExitCode.SIGINT : ExitCode.SIGTERM);
   };

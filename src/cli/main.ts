@@ -57,7 +57,7 @@ export async function main(argv: string[], io: CliIO = processIO): Promise<numbe
     // Commands report their own failures; this catches what escapes them (an option parser's own error, for
     // one), which still owes the caller its exit status and, with --json, its one document.
     if (argv.includes("--json")) writeJson(io, { version: 1, ok: false, error: summarizeError(err) });
-    else reportError(io, err);
+    reportError(io, err);
     return exitCodeFor(err);
   }
   return ctx.exitCode;

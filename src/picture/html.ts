@@ -202,12 +202,19 @@ function summary(plan: Plan, result: MigrateResult | undefined): string {
     const ok = result.bitmaps.filter((b) => b.verified !== "failed").length;
     const failed = result.bitmaps.length - ok;
     pills.push(
-      `<span class="pill ${result.ok ? "ok" : "bad"}"${attrs({ "data-result": result.ok ? "ok" : "failed", "data-phase": result.phase })}>migration ${result.ok ? "verified" : "failed"} (${esc(result.phase)})</span>`,
+      `<span class="pill ${result.ok ? "ok" : "bad"}"${attrs({ "data-result": result.ok ? "ok" : "failed", "data-phase": result.phase })}>${esc(outcomeLabel(result))}</span>`,
       `<span class="pill${failed === 0 && ok > 0 ? " ok" : ""}"${attrs({ "data-verified-ok": ok })}><b>${ok}</b> verified ok</span>`,
       `<span class="pill${failed > 0 ? " bad" : ""}"${attrs({ "data-verified-failed": failed })}><b>${failed}</b> failed</span>`,
     );
   }
   return `<div class="summary" data-summary>${pills.join("")}</div>`;
+}
+
+/** The run's outcome in words, once: the phase is the outcome, so it is not repeated beside it. */
+function outcomeLabel(result: MigrateResult): string {
+  if (result.ok) return "migration verified";
+  if (result.phase === "planned") return "migration refused by the plan";
+  return "migration failed";
 }
 
 function runSection(result: MigrateResult | undefined): string {

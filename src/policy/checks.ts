@@ -10,6 +10,7 @@ import {
   type QemuFacts,
   type Work,
 } from "./work.js";
+import { checkSizeGrowth } from "./size-growth.js";
 import type { PlanError, PlanWarning } from "./types.js";
 
 /**
@@ -45,6 +46,7 @@ export function runChecks(work: Work[], ctx: CheckCtx): void {
   checkBusyPersistent(work, ctx);
   checkMergeSources(migrating, ctx);
   for (const w of migrating) checkName(w);
+  checkSizeGrowth(migrating, ctx.src);
   for (const w of streams) if (w.dst) checkDestination(w, w.dst, ctx);
   checkSharedImages(work, ctx);
   checkGroups(streams.filter((w) => w.dst !== undefined));

@@ -47,6 +47,7 @@ export type PlanErrorCode =
   | "QEMU_UNSUPPORTED"
   | "POSTCOPY_UNSAFE"
   | "DESTINATION_NOT_INCOMING"
+  | "SOURCE_NODE_GROWS"
   | "INSECURE_NBD";
 
 export type PlanWarningCode =

@@ -52,13 +52,16 @@ export function spawnCli(
   options: {
     onSpawn?: (pid: number) => void;
     onStderr?: (textSoFar: string) => void;
+    cwd?: string;
     /** In its own process group (pid = pgid), as a shell runs a foreground job: for signals to the whole group. */
     detached?: boolean;
   } = {},
 ): Promise<CliRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", path.join(root, "src/cli/main.ts"), ...args], {
-      cwd: root,
+    // From another directory `--import tsx` would look for tsx there: name this checkout's.
+    const tsx = options.cwd === undefined ? "tsx" : import.meta.resolve("tsx");
+    const child = spawn(process.execPath, ["--import", tsx, path.join(root, "src/cli/main.ts"), ...args], {
+      cwd: options.cwd ?? root,
       stdio: ["ignore", "pipe", "pipe"],
       detached: options.detached ?? false,
     });

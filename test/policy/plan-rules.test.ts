@@ -2,6 +2,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { codes, loadFixture, planFixture, row } from "../helpers/fixtures.js";
 import { buildGraph } from "../../src/graph/build.js";
+import type { Plan } from "../../src/policy/types.js";
 import { validateMapping } from "../../src/mapping/validate.js";
 
 describe("graph from real replies", () => {
@@ -217,17 +218,29 @@ describe("plan errors", () => {
     const dstFile = buildGraph(f.destination).nodes.find((n) => n.driver === "file")?.name;
     assert.ok(dstFile);
     // Protocol nodes are as large as their file, which differs between the sides here; equal sizes isolate the rule.
-    const mapped = planFixture("drive-mirror", {
-      policy: { map: [{ source: { node, bitmap: "onfile" }, target: dstFile }] },
-      edit: (fx) => {
-        const srcSize = fx.source.namedNodes.find((n) => n["node-name"] === node)?.image["virtual-size"] ?? 0;
-        const d = fx.destination.namedNodes.find((n) => n["node-name"] === dstFile);
-        if (d) d.image["virtual-size"] = srcSize;
-      },
-    }).plan;
-    assert.ok(mapped.ok, JSON.stringify(mapped.errors));
-    assert.equal(row(mapped, "onfile").rule, "map");
+    const mapTo = (parentDriver?: string): Plan =>
+      planFixture("drive-mirror", {
+        policy: { map: [{ source: { node, bitmap: "onfile" }, target: dstFile }] },
+        edit: (fx) => {
+          const srcSize =
+            fx.source.namedNodes.find((n) => n["node-name"] === node)?.image["virtual-size"] ?? 0;
+          const d = fx.destination.namedNodes.find((n) => n["node-name"] === dstFile);
+          if (d) d.image["virtual-size"] = srcSize;
+          // Every source qcow2 node becomes raw, the protocol node's parent among them.
+          if (parentDriver !== undefined)
+            for (const n of fx.source.namedNodes) if (n.drv === "qcow2") n.drv = parentDriver;
+        },
+      }).plan;
+    // The file under a writable qcow2 grows during the migration: mapped or not, the plan refuses it.
+    const mapped = mapTo();
+    assert.deepEqual(codes(mapped), ["SOURCE_NODE_GROWS"]);
+    assert.equal(row(mapped, "onfile").target?.node, dstFile);
+    assert.match(row(mapped, "onfile").errors[0]?.message ?? "", /deny: \[onfile\]/);
     assert.ok(mapped.warnings.some((w) => w.code === "GENERATED_NODE_NAME_IN_MAP"));
+    // Under a raw format node the file keeps its size: the map is all it takes.
+    const overRaw = mapTo("raw");
+    assert.ok(overRaw.ok, JSON.stringify(overRaw.errors));
+    assert.equal(row(overRaw, "onfile").rule, "map");
   });
 
   it("UNCOVERED: strict mode needs a map entry for every bitmap", () => {

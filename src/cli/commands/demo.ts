@@ -4,9 +4,15 @@ import type { CliContext } from "../main.js";
 export function registerDemo(program: Command, ctx: CliContext): void {
   program
     .command("demo")
-    .description("Run the whole job on two local QEMUs: plan, refuse, fix with a policy, migrate, verify.")
-    .action(async () => {
+    .description(
+      "Run the whole job on two local QEMUs with a writing Linux guest: plan, refuse, fix with a policy, migrate, verify, prove the next backup.",
+    )
+    .option(
+      "--json",
+      "print the demo's numbers (plan, verification, backup proof) as one JSON document on stdout",
+    )
+    .action(async (opts) => {
       const { demoAction } = await import("./demo-action.js");
-      await demoAction(ctx);
+      await demoAction(ctx, opts);
     });
 }

@@ -30,7 +30,7 @@ export async function runInspect(io: CliIO, image: string, flags: InspectFlags):
     });
   } catch (err) {
     if (flags.json) writeJson(io, inspectErrorDocument(err));
-    else reportError(io, err);
+    reportError(io, err);
     return exitCodeFor(err);
   } finally {
     stopSignals();

@@ -86,6 +86,8 @@ export async function migrateAction(opts: MigrateFlags, ctx: CliContext): Promis
     }
     if (opts.json) writeJson(ctx.io, result);
     else ctx.io.stdout.write(renderMigrateText(result, colors(ctx.io)));
+    if (opts.json && result.error)
+      ctx.io.stderr.write(`bitferry: ${result.error.message} [${result.error.code}]\n`);
     if (result.ok) ctx.exitCode = ExitCode.OK;
     else if (result.error?.code === "INTERRUPTED" && signalled)
       ctx.exitCode = signalled === "SIGINT" ? ExitCode.SIGINT : ExitCode.SIGTERM;
@@ -93,7 +95,7 @@ export async function migrateAction(opts: MigrateFlags, ctx: CliContext): Promis
   } catch (err) {
     reporter.end();
     if (opts.json) writeJson(ctx.io, { version: 1, ok: false, phase: "failed", error: summarizeError(err) });
-    else reportError(ctx.io, err);
+    reportError(ctx.io, err);
     ctx.exitCode = exitCodeFor(err);
   } finally {
     process.off("SIGINT", onSignal);

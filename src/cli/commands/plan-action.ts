@@ -51,10 +51,11 @@ export async function planAction(opts: PlanFlags, ctx: CliContext): Promise<void
       const { renderPlanText } = await import("../render/plan-text.js");
       ctx.io.stdout.write(renderPlanText(plan, colors(ctx.io)));
     }
+    if (opts.json && !plan.ok) ctx.io.stderr.write(`bitferry: ${planErrorsMessage(plan)} [PLAN_ERRORS]\n`);
     ctx.exitCode = plan.ok ? ExitCode.OK : ExitCode.FAILED;
   } catch (err) {
     if (opts.json) writeJson(ctx.io, { version: 1, ok: false, error: summarizeError(err) });
-    else reportError(ctx.io, err);
+    reportError(ctx.io, err);
     ctx.exitCode = exitCodeFor(err);
   } finally {
     stopSignals();
