@@ -1,7 +1,7 @@
-import type { z } from "zod";
 import type { ExecuteOptions, QmpClient } from "../qmp/client.js";
 import { QapiSchema } from "../qmp/schema.js";
 import { BitferryError } from "../util/errors.js";
+import { GuardFailure, type Guard } from "./guard.js";
 import {
   BlockGraph,
   BlockInfoList,
@@ -17,6 +17,8 @@ import {
   type BlockDeviceInfo,
   type BlockInfo,
   type BlockJobInfo,
+  type StatusInfo as StatusInfoType,
+  type BlockGraph as BlockGraphType,
 } from "./replies.js";
 
 /** QEMU answered, but not in the shape this QEMU version is documented to use. */
@@ -31,16 +33,13 @@ export class QemuReplyError extends BitferryError {
 }
 
 /** Checks one QMP reply against its schema; a mismatch is a QemuReplyError naming the command and the field. */
-export function validateReply<T extends z.ZodType>(schema: T, command: string, raw: unknown): z.infer<T> {
-  const parsed = schema.safeParse(raw);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new QemuReplyError(
-      command,
-      issue ? `${issue.path.join(".") || "(root)"}: ${issue.message}` : "invalid",
-    );
+export function validateReply<T>(schema: Guard<T>, command: string, raw: unknown): T {
+  try {
+    return schema.check(raw);
+  } catch (err) {
+    if (!(err instanceof GuardFailure)) throw err;
+    throw new QemuReplyError(command, `${err.path.join(".") || "(root)"}: ${err.issue}`);
   }
-  return parsed.data;
 }
 
 export interface BitmapRef {
@@ -89,12 +88,12 @@ export class QemuMonitor {
   }
 
   /** Runs a command and validates its reply against `schema`. */
-  async call<T extends z.ZodType>(
-    schema: T,
+  async call<T>(
+    schema: Guard<T>,
     command: string,
     args?: Record<string, unknown>,
     options?: ExecuteOptions,
-  ): Promise<z.infer<T>> {
+  ): Promise<T> {
     return validateReply(schema, command, await this.qmp.execute(command, args, options));
   }
 
@@ -137,7 +136,7 @@ export class QemuMonitor {
     return this.call(BlockInfoList, "query-block");
   }
 
-  blockGraph(): Promise<z.infer<typeof BlockGraph>> {
+  blockGraph(): Promise<BlockGraphType> {
     return this.call(BlockGraph, "x-debug-query-block-graph");
   }
 
@@ -229,7 +228,7 @@ export class QemuMonitor {
 
   // ---- run state and identity ----
 
-  status(options?: ExecuteOptions): Promise<z.infer<typeof StatusInfo>> {
+  status(options?: ExecuteOptions): Promise<StatusInfoType> {
     return this.call(StatusInfo, "query-status", undefined, options);
   }
 

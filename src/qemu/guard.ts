@@ -1,0 +1,134 @@
+/**
+ * Reply validators, hand-written because zod cost more than the QMP round trips it checked (40 ms to load it at
+ * every start, and more time than the plan itself on large graphs). They check what the zod schemas they replace
+ * checked, and fail with zod's words for the same first problem (test/qemu/replies.test.ts compares the two on
+ * captured and broken replies): a QEMU that changed its replies reads the same message as before.
+ *
+ * A guard returns a copy holding only the keys its shape names, in the shape's order (newer QEMUs add keys; the
+ * rest of bitferry never sees them). It throws a GuardFailure on the first problem; the path is built only then.
+ */
+
+export class GuardFailure extends Error {
+  constructor(
+    readonly path: (string | number)[],
+    readonly issue: string,
+  ) {
+    super(issue);
+  }
+}
+
+export interface Guard<T> {
+  readonly check: (value: unknown) => T;
+  readonly optional: boolean;
+}
+
+export type Infer<G> = G extends Guard<infer T> ? T : never;
+
+type OptionalKeys<S> = { [K in keyof S]: S[K] extends Guard<unknown> & { optional: true } ? K : never }[keyof S];
+type Simplify<T> = { [K in keyof T]: T[K] } & {};
+export type ShapeOf<S extends Record<string, Guard<unknown>>> = Simplify<
+  { [K in Exclude<keyof S, OptionalKeys<S>>]: Infer<S[K]> } & {
+    [K in OptionalKeys<S>]?: Infer<S[K]>;
+  }
+>;
+
+/** The type name zod reports as "received" for a JSON value. */
+function received(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "array";
+  if (typeof v === "number") {
+    if (Number.isNaN(v)) return "NaN";
+    if (!Number.isFinite(v)) return v > 0 ? "Infinity" : "-Infinity";
+  }
+  return typeof v;
+}
+
+function expected(what: string, v: unknown): GuardFailure {
+  return new GuardFailure([], `Invalid input: expected ${what}, received ${received(v)}`);
+}
+
+function required<T>(check: (value: unknown) => T): Guard<T> {
+  return { check, optional: false };
+}
+
+export const string: Guard<string> = required((v) => {
+  if (typeof v !== "string") throw expected("string", v);
+  return v;
+});
+
+export const boolean: Guard<boolean> = required((v) => {
+  if (typeof v !== "boolean") throw expected("boolean", v);
+  return v;
+});
+
+export const number: Guard<number> = required((v) => {
+  if (typeof v !== "number" || !Number.isFinite(v)) throw expected("number", v);
+  return v;
+});
+
+/** An integer JavaScript holds exactly (QEMU's counts and sizes are 64-bit). */
+export const safeInt: Guard<number> = required((v) => {
+  if (typeof v !== "number" || !Number.isFinite(v)) throw expected("number", v);
+  if (!Number.isInteger(v)) throw new GuardFailure([], "Invalid input: expected int, received number");
+  if (v > Number.MAX_SAFE_INTEGER)
+    throw new GuardFailure([], `Too big: expected int to be <=${Number.MAX_SAFE_INTEGER}`);
+  if (v < Number.MIN_SAFE_INTEGER)
+    throw new GuardFailure([], `Too small: expected int to be >=${Number.MIN_SAFE_INTEGER}`);
+  return v;
+});
+
+export function pattern(re: RegExp): Guard<string> {
+  return required((v) => {
+    if (typeof v !== "string") throw expected("string", v);
+    if (!re.test(v)) throw new GuardFailure([], `Invalid string: must match pattern ${String(re)}`);
+    return v;
+  });
+}
+
+export function optional<T>(g: Guard<T>): Guard<T | undefined> & { optional: true } {
+  const inner = g.check;
+  return { check: (v) => (v === undefined ? undefined : inner(v)), optional: true };
+}
+
+function within(e: unknown, step: string | number): never {
+  if (e instanceof GuardFailure) e.path.unshift(step);
+  throw e;
+}
+
+export function array<T>(g: Guard<T>): Guard<T[]> {
+  const inner = g.check;
+  return required((v) => {
+    if (!Array.isArray(v)) throw expected("array", v);
+    const out: T[] = new Array<T>(v.length);
+    let i = 0;
+    try {
+      for (; i < v.length; i++) out[i] = inner(v[i]);
+    } catch (e) {
+      within(e, i);
+    }
+    return out;
+  });
+}
+
+export function object<S extends Record<string, Guard<unknown>>>(shape: S): Guard<ShapeOf<S>> {
+  const keys = Object.keys(shape);
+  const checks = keys.map((k) => (shape[k] as Guard<unknown>).check);
+  const n = keys.length;
+  return required((v) => {
+    if (typeof v !== "object" || v === null || Array.isArray(v)) throw expected("object", v);
+    const input = v as Record<string, unknown>;
+    const out: Record<string, unknown> = {};
+    let i = 0;
+    try {
+      for (; i < n; i++) {
+        const key = keys[i] as string;
+        const value = (checks[i] as (x: unknown) => unknown)(input[key]);
+        // An absent optional key stays absent, as zod leaves it.
+        if (value !== undefined) out[key] = value;
+      }
+    } catch (e) {
+      within(e, keys[i] as string);
+    }
+    return out as ShapeOf<S>;
+  });
+}
