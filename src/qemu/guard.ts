@@ -24,7 +24,9 @@ export interface Guard<T> {
 
 export type Infer<G> = G extends Guard<infer T> ? T : never;
 
-type OptionalKeys<S> = { [K in keyof S]: S[K] extends Guard<unknown> & { optional: true } ? K : never }[keyof S];
+type OptionalKeys<S> = {
+  [K in keyof S]: S[K] extends Guard<unknown> & { optional: true } ? K : never;
+}[keyof S];
 type Simplify<T> = { [K in keyof T]: T[K] } & {};
 export type ShapeOf<S extends Record<string, Guard<unknown>>> = Simplify<
   { [K in Exclude<keyof S, OptionalKeys<S>>]: Infer<S[K]> } & {
@@ -115,8 +117,10 @@ export function array<T>(g: Guard<T>): Guard<T[]> {
  * by literal names, which the engine caches per shape, instead of a loop over the keys.
  */
 export function object<S extends Record<string, Guard<unknown>>>(shape: S): Guard<ShapeOf<S>> {
-  const keys = Object.keys(shape);
-  const checks = keys.map((k) => (shape[k] as Guard<unknown>).check);
+  const entries: [string, Guard<unknown>][] = Object.entries(shape);
+  const keys = entries.map(([k]) => k);
+  const checks = entries.map(([, g]) => g.check);
+  const optionals = entries.map(([, g]) => g.optional);
   const lit = (k: string): string => JSON.stringify(k);
   const body: string[] = [
     `if (typeof v !== "object" || v === null || Array.isArray(v)) throw notObject(v);`,
@@ -127,17 +131,29 @@ export function object<S extends Record<string, Guard<unknown>>>(shape: S): Guar
   body.push("} catch (e) { within(e, keys[at]); }");
   // Required keys leading the shape go into the literal; from the first optional one on, keys are added in the
   // shape's order, an absent optional key staying absent (as zod leaves it).
-  const firstOptional = keys.findIndex((k) => (shape[k] as Guard<unknown>).optional);
+  const firstOptional = optionals.indexOf(true);
   const leading = firstOptional === -1 ? keys.length : firstOptional;
-  body.push(`const out = {${keys.slice(0, leading).map((k, i) => `${lit(k)}: v${i}`).join(", ")}};`);
+  body.push(
+    `const out = {${keys
+      .slice(0, leading)
+      .map((k, i) => `${lit(k)}: v${i}`)
+      .join(", ")}};`,
+  );
   keys.forEach((k, i) => {
     if (i < leading) return;
-    const optional = (shape[k] as Guard<unknown>).optional;
-    body.push(optional ? `if (v${i} !== undefined) out[${lit(k)}] = v${i};` : `out[${lit(k)}] = v${i};`);
+    body.push(
+      optionals[i] === true ? `if (v${i} !== undefined) out[${lit(k)}] = v${i};` : `out[${lit(k)}] = v${i};`,
+    );
   });
   body.push("return out;");
   // eslint-disable-next-line @typescript-eslint/no-implied-eval -- built only from the shape's own key names
-  const make = new Function("c", "keys", "within", "notObject", `return function (v) {\n${body.join("\n")}\n};`) as (
+  const make = new Function(
+    "c",
+    "keys",
+    "within",
+    "notObject",
+    `return function (v) {\n${body.join("\n")}\n};`,
+  ) as (
     c: ((x: unknown) => unknown)[],
     keys: string[],
     within: (e: unknown, step: string | number) => never,
