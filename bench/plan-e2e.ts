@@ -190,7 +190,16 @@ export async function benchPlanE2e(
       const dir = path.join(tree.dir, "prof-plan-cli");
       await mkdir(dir, { recursive: true });
       await timeProcess(
-        ["--cpu-prof", "--cpu-prof-dir", dir, "--cpu-prof-name", "plan.cpuprofile", ...cliArgs],
+        // tsc's one file per module, so that the profile names bitferry's files (the bundle is one file).
+        [
+          "--cpu-prof",
+          "--cpu-prof-dir",
+          dir,
+          "--cpu-prof-name",
+          "plan.cpuprofile",
+          tree.cliModules,
+          ...cliArgs.slice(1),
+        ],
         tree.dir,
         out,
       );

@@ -19,8 +19,15 @@ export interface Target {
   why?: string;
 }
 
-const PLAN_GROWTH_MAX = 12;
-const PLAN_CLI_MAX = 1.5;
+/** Issue 16: CPU time may grow at most 11× for 10× the bitmaps. */
+const PLAN_GROWTH_MAX = 11;
+/** Issue 16: pure planning at most 2 µs per bitmap at every size, GC pauses under 10 % of its time. */
+const PLAN_US_PER_BITMAP_MAX = 2;
+const PLAN_GC_SHARE_MAX = 0.1;
+/** Issue 16: the CLI within 1.5× of the floor at 1,000 nodes, 1.3× at 2,000. */
+function planCliMax(nodes: number): number {
+  return nodes >= 2000 ? 1.3 : 1.5;
+}
 const MIGRATE_WALL_MAX = 1.3;
 const MIGRATE_DOWNTIME_FACTOR = 1.1;
 
@@ -83,11 +90,31 @@ export function evaluateTargets(r: BenchResults): Target[] {
               "2-core machine the wall-clock median of a step moves by several × between runs (see the fastest-run and " +
               "CPU columns)",
         id: `planning-growth-${g.from}-${g.to}`,
-        title: `Planning time growth, ${g.from.toLocaleString("en")} → ${g.to.toLocaleString("en")} disks (10× the work)`,
-        measured: `${fmtRatio(g.wall)} wall-clock medians (fastest runs ${fmtRatio(g.wallMin)}, CPU time ${fmtRatio(g.cpu)}); target ≤ ${PLAN_GROWTH_MAX}×`,
-        met: Number.isFinite(g.wall) ? g.wall <= PLAN_GROWTH_MAX : undefined,
+        title: `Planning CPU time growth, ${(a?.bitmaps ?? NaN).toLocaleString("en")} → ${(b?.bitmaps ?? NaN).toLocaleString("en")} bitmaps (10× the work)`,
+        measured: `${fmtRatio(g.cpu)} CPU time (wall-clock medians ${fmtRatio(g.wall)}, fastest runs ${fmtRatio(g.wallMin)}); target ≤ ${PLAN_GROWTH_MAX}×`,
+        met: Number.isFinite(g.cpu) ? g.cpu <= PLAN_GROWTH_MAX : undefined,
       });
     }
+  }
+  for (const s of p?.sizes ?? []) {
+    const wallUs = (s.planMs.median * 1000) / s.bitmaps;
+    const cpuUs = (s.planCpuMs.median * 1000) / s.bitmaps;
+    const gc = s.planGcMs.median / s.planMs.median;
+    out.push({
+      id: `planning-per-bitmap-${s.bitmaps}`,
+      title: `Planning, ${s.bitmaps.toLocaleString("en")} bitmaps: time per bitmap and GC share`,
+      measured:
+        `${wallUs.toFixed(2)} µs per bitmap (${fmtMs(s.planMs.median)} ms a plan; CPU time of every thread ` +
+        `${cpuUs.toFixed(2)} µs), GC pauses ${(100 * gc).toFixed(0)}% of it; target ≤ ${PLAN_US_PER_BITMAP_MAX} µs, GC < ` +
+        `${(100 * PLAN_GC_SHARE_MAX).toFixed(0)}%`,
+      met:
+        Number.isFinite(wallUs) && Number.isFinite(gc)
+          ? wallUs <= PLAN_US_PER_BITMAP_MAX && gc < PLAN_GC_SHARE_MAX
+          : undefined,
+      why:
+        `${fmtMs(s.planMs.median)} ms a plan, of which ${fmtMs(s.planGcMs.median)} ms GC pauses; see the profile of ` +
+        "section 1 for where the rest goes",
+    });
   }
   for (const sk of p?.skipped ?? []) {
     out.push({
@@ -98,13 +125,13 @@ export function evaluateTargets(r: BenchResults): Target[] {
       why: "planning grows faster than linearly; see the per-bitmap cost table in section 1 for the function that does",
     });
   }
-  const e = r.planE2e;
-  if (e) {
+  for (const e of r.planE2e ?? []) {
+    const max = planCliMax(e.nodes);
     const t: Target = {
-      id: "plan-cli-vs-floor",
+      id: `plan-cli-vs-floor-${e.nodes}`,
       title: `\`bitferry plan --json\` process vs. the bare-query floor (${e.nodes.toLocaleString("en")} nodes, ${(e.nodes * e.bitmapsPerNode).toLocaleString("en")} bitmaps)`,
-      measured: `${fmtRatio(e.ratio)} (${fmtMs(e.cli.median)} ms vs ${fmtMs(e.floor.median)} ms); target ≤ ${PLAN_CLI_MAX}×`,
-      met: Number.isFinite(e.ratio) ? e.ratio <= PLAN_CLI_MAX : undefined,
+      measured: `${fmtRatio(e.ratio)} (${fmtMs(e.cli.median)} ms vs ${fmtMs(e.floor.median)} ms); target ≤ ${max}×`,
+      met: Number.isFinite(e.ratio) ? e.ratio <= max : undefined,
     };
     if (t.met === false) {
       const { gap, loading, rest } = cliGap(e);
@@ -233,7 +260,7 @@ function planningSection(r: BenchResults): string[] {
     "",
     "Measured: `planFromSnapshots` — the pure function a live plan calls once both QEMUs have answered — so graph",
     "building (which grows with the node count too) is included. `planFromGraphs` would leave that out.",
-    "Reply validation (`parseSnapshot`, zod) runs before it in a live plan and is shown separately. Each size runs",
+    "Reply validation (`parseSnapshot`) runs before it in a live plan and is shown separately. Each size runs",
     "in a fresh process (`--expose-gc`, a full GC before every sample); peak RSS is `process.resourceUsage().maxRSS`",
     "of that process, which also holds the input. A sample of the smallest size is 10 plans back to back, divided",
     'back to one, so that every sample covers about as much work ("runs × plans"). "plan CPU ms" counts every',
@@ -324,11 +351,13 @@ function planningSection(r: BenchResults): string[] {
 }
 
 function planE2eSection(r: BenchResults): string[] {
-  const e = r.planE2e;
-  if (!e) return [];
+  return (r.planE2e ?? []).flatMap((e, i) => planE2eSize(e, `1${String.fromCharCode(98 + i)}`));
+}
+
+function planE2eSize(e: PlanE2eResult, number: string): string[] {
   const { gap, loading, rest } = cliGap(e);
   const lines = [
-    "### 1b. `bitferry plan --json` against real QEMU",
+    `### ${number}. \`bitferry plan --json\` against real QEMU, ${e.nodes.toLocaleString("en")} nodes`,
     "",
     `Source and \`-incoming defer\` destination each hold ${e.nodes.toLocaleString("en")} null-co nodes; the source's carry ` +
       `${e.bitmapsPerNode} bitmaps each (${(e.nodes * e.bitmapsPerNode).toLocaleString("en")} in all). Setup, once per run: both ` +
@@ -337,7 +366,7 @@ function planE2eSection(r: BenchResults): string[] {
     "",
     "Both contenders are fresh `node` processes, so Node's start-up counts on both sides:",
     "",
-    "- **CLI**: the compiled `bitferry plan --source unix:… --dest unix:… --json`, stdout to a file " +
+    "- **CLI**: `bitferry plan --source unix:… --dest unix:… --json` as `bin/bitferry.js` runs it (the esbuild bundle), stdout to a file " +
       `(${fmtBytes(e.outputBytes)} of JSON).`,
     "- **Floor**: a bare script (`bench/floor/plan-floor.ts`, importing only `node:net`) that negotiates QMP and",
     "  sends the same nine queries (query-qmp-schema, query-version, query-status, query-named-block-nodes flat,",
@@ -352,7 +381,7 @@ function planE2eSection(r: BenchResults): string[] {
     `| \`bitferry --version\` (start-up + the command registrations) | ${e.parts.cliStartup.n} | ${ms(e.parts.cliStartup)} |`,
     `| \`bitferry plan --json\` against a socket that does not exist (start-up + every module \`plan\` loads, exit 3) | ${e.parts.planStartup.n} | ${ms(e.parts.planStartup)} |`,
     "",
-    `**Ratio CLI ÷ floor: ${fmtRatio(e.ratio)}** (target ≤ ${PLAN_CLI_MAX}×): what planning costs a user beyond what ` +
+    `**Ratio CLI ÷ floor: ${fmtRatio(e.ratio)}** (target ≤ ${planCliMax(e.nodes)}×): what planning costs a user beyond what ` +
       "asking QEMU costs anyway.",
     "",
     `The gap, ${fmtMs(gap)} ms: loading the plan command's modules ≈ ${fmtMs(loading)} ms (the connect-failure run ` +
@@ -361,12 +390,13 @@ function planE2eSection(r: BenchResults): string[] {
   ];
   if (e.profile) {
     lines.push(
-      `One CLI run under \`node --cpu-prof\` (${fmtMs(e.profile.totalMs)} ms sampled, idle time waiting for QEMU included):`,
+      `One CLI run under \`node --cpu-prof\` (tsc's one file per module instead of the bundle, so that the profile ` +
+        `names the files; ${fmtMs(e.profile.totalMs)} ms sampled, idle time waiting for QEMU included):`,
       "",
       ...profileTable(e.profile, "buckets", 16),
       "",
       "The stages, by the bitferry function that does each (CPU time including what it calls; `captureRawSnapshot`",
-      "and `QapiSchema` are the synchronous parts of reading a snapshot and the schema, `parseSnapshot` the zod",
+      "and `QapiSchema` are the synchronous parts of reading a snapshot and the schema, `parseSnapshot` the reply",
       "validation, `planFromSnapshots` the plan with `buildGraph`, `decide` and `compileMapping` inside it):",
       "",
       ...profileTable(e.profile, "named", 10),
@@ -578,18 +608,19 @@ function findingsSection(r: BenchResults): string[] {
     "From the profiles and timelines above, with file and function. The benchmark changes nothing in src/.",
     "",
   ];
-  const e = r.planE2e;
+  const e = r.planE2e?.at(-1);
   if (e) {
     const { loading, rest } = cliGap(e);
     lines.push(
-      `1. **Start-up: ${fmtMs(loading)} ms to load the plan command.** \`src/cli/main.ts\` loads each command's work only`,
-      "   when it runs, `yaml` only for a YAML policy and `cli-table3` only for text output; what remains is bitferry's",
-      "   own modules and `zod` (about 100 module files) for the reply schemas of `src/qemu/replies.ts`. Bundling the",
-      "   CLI into one file (esbuild) measured about 70 ms less per start on this machine; bitferry keeps plain `tsc`",
-      "   output so that stack traces and `NODE_DEBUG` name the real files.",
-      `2. **Work after start-up: ${fmtMs(rest)} ms beyond the floor.** Reply validation (\`parseSnapshot\`, zod), the plan`,
-      "   itself and the JSON output (compact above 1 MB when stdout is not a terminal); the stages table of section 1b",
-      "   splits it. All nine queries go out at once on both monitors, as in the floor.",
+      `1. **Start-up: ${fmtMs(loading)} ms to load the plan command** (the connect-failure run minus \`node -e 0\`).`,
+      "   `bin/bitferry.js` runs one esbuild bundle built at `npm run build` (`scripts/bundle.mjs`), each command's",
+      "   work in a chunk loaded when it runs (`yaml` only for a YAML policy, `cli-table3` only for text output). The",
+      "   reply checks are hand-written guards (`src/qemu/guard.ts`, compiled per shape): zod alone took about 40 ms",
+      "   to load. What remains is mostly `commander` and the QMP client.",
+      `2. **Work after start-up: ${fmtMs(rest)} ms beyond the floor at ${e.nodes.toLocaleString("en")} nodes.** Reply`,
+      "   validation (`parseSnapshot`), the plan, and the JSON output (serialised once, compact above 1 MB when stdout",
+      "   is not a terminal); the stages tables of section 1b split it. All queries go out at once on both monitors,",
+      "   as in the floor. The plan runs once in a fresh process, so much of it runs before V8 has optimised it.",
       "",
     );
   }

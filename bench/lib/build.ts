@@ -11,8 +11,10 @@ export const ROOT = path.resolve(import.meta.dirname, "../..");
 export interface CompiledTree {
   /** Directory holding package.json, node_modules (a link) and build/. */
   dir: string;
-  /** The compiled CLI, as bin/bitferry.js runs it. */
+  /** The CLI as bin/bitferry.js runs it: the esbuild bundle of scripts/bundle.mjs. */
   cli: string;
+  /** The same CLI as tsc's one file per module (for profiles that name the files). */
+  cliModules: string;
   /** The compiled planning child (bench/planning/child.ts). */
   planningChild: string;
   /** The compiled floor script (bench/floor/plan-floor.ts). */
@@ -44,6 +46,11 @@ export async function compileTree(dir: string): Promise<CompiledTree> {
     // tsc exits non-zero for type errors anywhere in the tree but still emits; only missing output matters.
     diagnostics = (err as { stdout?: string }).stdout ?? String(err);
   }
+  await execFileP(process.execPath, [path.join(ROOT, "scripts/bundle.mjs"), path.join(dir, "bundle")]);
+  await writeFile(
+    path.join(dir, "bitferry.js"),
+    'import { main } from "./bundle/cli.js";\nprocess.exitCode = await main(process.argv.slice(2));\n',
+  );
   const compileMs = performance.now() - t0;
   // Without it Node would first try every file as CommonJS (module-type detection), a start-up cost users never pay.
   await writeFile(path.join(dir, "package.json"), JSON.stringify({ type: "module", private: true }));
@@ -51,13 +58,14 @@ export async function compileTree(dir: string): Promise<CompiledTree> {
     await symlink(path.join(ROOT, "node_modules"), path.join(dir, "node_modules"));
   const tree: CompiledTree = {
     dir,
-    cli: path.join(out, "src/cli/main.js"),
+    cli: path.join(dir, "bitferry.js"),
+    cliModules: path.join(out, "src/cli/main.js"),
     planningChild: path.join(out, "bench/planning/child.js"),
     planFloor: path.join(out, "bench/floor/plan-floor.js"),
     compileMs,
     diagnostics,
   };
-  for (const f of [tree.cli, tree.planningChild, tree.planFloor]) {
+  for (const f of [tree.cli, tree.cliModules, tree.planningChild, tree.planFloor]) {
     if (!existsSync(f)) throw new Error(`tsc did not produce ${f}:\n${diagnostics}`);
   }
   return tree;

@@ -16,7 +16,7 @@ export interface PlanningChildResult {
   disks: number;
   sourceNodes: number;
   bitmaps: number;
-  /** parseSnapshot of both sides (the zod validation every live plan runs first), ms. */
+  /** parseSnapshot of both sides (the reply validation every live plan runs first), ms. */
   parseMs: Summary;
   /** planFromSnapshots (graph building, decisions, checks, mapping), ms of wall-clock time. */
   planMs: Summary;

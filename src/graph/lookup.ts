@@ -12,6 +12,7 @@ export class GraphLookup {
   private readonly nodes = new Map<string, BlockNode>();
   private readonly drives = new Map<string, Drive>();
   private readonly drivesByRoot = new Map<string, Drive[]>();
+  private readonly names = new Map<BlockNode, readonly string[]>();
   private parents: Map<string, { parent: BlockNode; role: string }[]> | undefined;
   private bitmapNames: Map<string, number> | undefined;
   private known: string | undefined;
@@ -59,8 +60,14 @@ export class GraphLookup {
   }
 
   /** Every name a node is known by: its node-name and the names of the drives it is the root of. */
-  namesOf(node: BlockNode): string[] {
-    return [node.name, ...this.drivesOf(node.name).map((d) => d.name)];
+  namesOf(node: BlockNode): readonly string[] {
+    // Asked once per bitmap: kept per node.
+    let names = this.names.get(node);
+    if (names === undefined) {
+      names = [node.name, ...this.drivesOf(node.name).map((d) => d.name)];
+      this.names.set(node, names);
+    }
+    return names;
   }
 
   /** The image this node reads through for unallocated data, if any. */

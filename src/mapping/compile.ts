@@ -46,6 +46,12 @@ export function streamBitmaps(work: readonly Work[]): StreamBitmap[] {
   return out;
 }
 
+/** `b0`, `b1`, ...: the same few names on every node, made once. */
+const bitmapAliases: string[] = [];
+function bitmapAlias(n: number): string {
+  return (bitmapAliases[n] ??= `b${n}`);
+}
+
 /**
  * Compiles the stream bitmaps of a plan into `block-bitmap-mapping` for both sides: source node-name → alias →
  * destination node-name, with short generated aliases (`n0`, `b0`) that are always well-formed, so names of any
@@ -71,19 +77,16 @@ export function compileMapping(bitmaps: readonly StreamBitmap[], transforms: Tra
       source.push(pair.src);
       destination.push(pair.dst);
     }
-    const alias = `b${pair.src.bitmaps.length}`;
-    const change = b.targetPersistent !== b.sourcePersistent;
-    const transform = { persistent: b.targetPersistent };
-    pair.src.bitmaps.push({
-      name: b.sourceBitmap,
-      alias,
-      ...(change && transforms.source ? { transform } : {}),
-    });
-    pair.dst.bitmaps.push({
-      name: b.targetBitmap,
-      alias,
-      ...(change && transforms.destination ? { transform } : {}),
-    });
+    const alias = bitmapAlias(pair.src.bitmaps.length);
+    const src: BitmapAliasMapping[number]["bitmaps"][number] = { name: b.sourceBitmap, alias };
+    const dst: BitmapAliasMapping[number]["bitmaps"][number] = { name: b.targetBitmap, alias };
+    if (b.targetPersistent !== b.sourcePersistent) {
+      const transform = { persistent: b.targetPersistent };
+      if (transforms.source) src.transform = transform;
+      if (transforms.destination) dst.transform = transform;
+    }
+    pair.src.bitmaps.push(src);
+    pair.dst.bitmaps.push(dst);
   }
   for (const [side, m] of [
     ["source", source],

@@ -1,5 +1,6 @@
 import type { GraphLookup } from "../graph/lookup.js";
-import type { BlockNode } from "../graph/model.js";
+import type { Bitmap, BlockNode } from "../graph/model.js";
+import { PairMap, PairSet } from "./pairs.js";
 import {
   addError,
   addTargetError,
@@ -59,14 +60,15 @@ function checkBlockers(work: Work[], migrating: Work[], ctx: CheckCtx): void {
   const migratingByNode = new Map<string, Work[]>();
   for (const w of migrating) {
     const node = streamNode(w).name;
-    const list = migratingByNode.get(node) ?? [];
-    list.push(w);
-    migratingByNode.set(node, list);
+    const list = migratingByNode.get(node);
+    if (list) list.push(w);
+    else migratingByNode.set(node, [w]);
   }
   for (const w of work) {
+    const b = w.bitmap;
+    if (!b.busy && !b.inconsistent && !b.readOnly) continue;
     const moving = migratingByNode.get(w.node.name);
     if (!moving) continue;
-    const b = w.bitmap;
     const problem = b.busy
       ? {
           code: "BITMAP_BUSY" as const,
@@ -148,26 +150,45 @@ function checkMergeSources(migrating: Work[], ctx: CheckCtx): void {
   }
 }
 
+/**
+ * Whether `s` may be longer than `max` bytes in UTF-8: a UTF-16 unit is at most 3 bytes, so most names are known
+ * to fit from their length alone, without counting.
+ */
+export function mayExceed(s: string, max: number): boolean {
+  return s.length * 3 > max && Buffer.byteLength(s) > max;
+}
+
 function checkName(w: Work): void {
-  for (const name of [w.bitmap.name, w.entry.target?.bitmap ?? ""]) {
-    if (Buffer.byteLength(name) > MAX_BITMAP_NAME_BYTES) {
-      addError(
-        w.entry,
-        "NAME_TOO_LONG",
-        `bitmap name '${name.slice(0, 40)}…' is ${Buffer.byteLength(name)} bytes; QEMU accepts at most ${MAX_BITMAP_NAME_BYTES}. Rename it with a per-bitmap map entry`,
-      );
-    }
-  }
+  const t = w.entry.target;
+  checkBitmapName(w, w.bitmap.name);
+  checkBitmapName(w, t?.bitmap ?? "");
   // QEMU itself never reports longer node-names; a reply that does cannot be put into block-bitmap-mapping.
-  for (const node of [streamNode(w).name, w.entry.target?.node ?? ""]) {
-    if (Buffer.byteLength(node) > MAX_NODE_NAME_BYTES) {
-      addError(
-        w.entry,
-        "NAME_TOO_LONG",
-        `node-name '${node.slice(0, 40)}…' is ${Buffer.byteLength(node)} bytes; QEMU's block-bitmap-mapping accepts at most ${MAX_NODE_NAME_BYTES}`,
-      );
-    }
-  }
+  checkNodeName(w, streamNode(w).name);
+  checkNodeName(w, t?.node ?? "");
+}
+
+function checkBitmapName(w: Work, name: string): void {
+  if (!mayExceed(name, MAX_BITMAP_NAME_BYTES)) return;
+  addError(
+    w.entry,
+    "NAME_TOO_LONG",
+    `bitmap name '${name.slice(0, 40)}…' is ${Buffer.byteLength(name)} bytes; QEMU accepts at most ${MAX_BITMAP_NAME_BYTES}. Rename it with a per-bitmap map entry`,
+  );
+}
+
+function checkNodeName(w: Work, node: string): void {
+  if (!mayExceed(node, MAX_NODE_NAME_BYTES)) return;
+  addError(
+    w.entry,
+    "NAME_TOO_LONG",
+    `node-name '${node.slice(0, 40)}…' is ${Buffer.byteLength(node)} bytes; QEMU's block-bitmap-mapping accepts at most ${MAX_NODE_NAME_BYTES}`,
+  );
+}
+
+/** The bitmap called `name` among `list`: a scan, as nodes carry few bitmaps. */
+function named<T extends { name: string }>(list: readonly T[], name: string): T | undefined {
+  for (const x of list) if (x.name === name) return x;
+  return undefined;
 }
 
 function checkDestination(w: Work, dst: BlockNode, ctx: CheckCtx): void {
@@ -175,39 +196,40 @@ function checkDestination(w: Work, dst: BlockNode, ctx: CheckCtx): void {
   if (!t) return;
   const src = w.node;
   const g = w.bitmap.granularity;
-  const dstDesc = describeNode(dst, ctx.dst);
+  // Described only for an error: most bitmaps have none.
+  const desc = (): string => describeNode(dst, ctx.dst);
   if (dst.readOnly) {
     addTargetError(
       w.entry,
       "TARGET_READ_ONLY",
-      `destination ${dstDesc} is read-only: QEMU cannot create bitmap '${t.bitmap}' there`,
+      `destination ${desc()} is read-only: QEMU cannot create bitmap '${t.bitmap}' there`,
     );
   }
   if (dst.size < src.size) {
     addTargetError(
       w.entry,
       "TARGET_TOO_SMALL",
-      `destination ${dstDesc} is ${dst.size} bytes, smaller than the source's ${src.size}: QEMU would crash the destination ` +
+      `destination ${desc()} is ${dst.size} bytes, smaller than the source's ${src.size}: QEMU would crash the destination ` +
         `(hbitmap assertion) after the source reported success. Give the destination node at least ${src.size} bytes`,
     );
   } else if (dst.size > src.size && src.size % (64 * g) !== 0) {
     addTargetError(
       w.entry,
       "TARGET_SIZE_MISMATCH",
-      `destination ${dstDesc} is ${dst.size} bytes, larger than the source's ${src.size}, and the source size is not a ` +
+      `destination ${desc()} is ${dst.size} bytes, larger than the source's ${src.size}, and the source size is not a ` +
         `multiple of 64 × the granularity (${64 * g}): QEMU 7.2 would crash the destination. Make both nodes the same size`,
     );
   }
-  const inRam = dst.bitmaps.find((b) => b.name === t.bitmap);
+  const inRam = named(dst.bitmaps, t.bitmap);
   if (inRam) {
     addTargetError(
       w.entry,
       "TARGET_BITMAP_EXISTS",
-      `destination ${dstDesc} already has a bitmap '${t.bitmap}' in memory: QEMU would kill the destination. Remove it there ` +
+      `destination ${desc()} already has a bitmap '${t.bitmap}' in memory: QEMU would kill the destination. Remove it there ` +
         `(block-dirty-bitmap-remove) or rename this one with a map entry`,
     );
   } else {
-    const stored = dst.storedBitmaps.find((s) => s.name === t.bitmap);
+    const stored = named(dst.storedBitmaps, t.bitmap);
     // An in-use copy is what a shared image shows while the source holds it open: the migrated bitmap replaces it.
     // Anything else makes the destination's activation fail ("Bitmap already exists").
     const sharedCopy = stored?.inUse === true && w.bitmap.name === t.bitmap && w.bitmap.persistent;
@@ -215,7 +237,7 @@ function checkDestination(w: Work, dst: BlockNode, ctx: CheckCtx): void {
       addTargetError(
         w.entry,
         "TARGET_BITMAP_EXISTS",
-        `destination ${dstDesc} stores a bitmap '${t.bitmap}' in its image${stored.inUse ? " (flagged in use)" : ""}: the ` +
+        `destination ${desc()} stores a bitmap '${t.bitmap}' in its image${stored.inUse ? " (flagged in use)" : ""}: the ` +
           `destination would fail to activate the disk after the migration. Remove it before starting the destination ` +
           `(qemu-img bitmap --remove ${dst.filename ?? "IMAGE"} ${t.bitmap}) or rename this one with a map entry`,
       );
@@ -225,7 +247,7 @@ function checkDestination(w: Work, dst: BlockNode, ctx: CheckCtx): void {
     addTargetError(
       w.entry,
       "PERSISTENCE_UNSUPPORTED",
-      `bitmap '${t.bitmap}' would be persistent on destination ${dstDesc} (driver ${dst.driver}), which cannot store bitmaps ` +
+      `bitmap '${t.bitmap}' would be persistent on destination ${desc()} (driver ${dst.driver}), which cannot store bitmaps ` +
         `(only qcow2 v3 can): it would vanish at the destination's next shutdown. To accept that, map it with ` +
         `persistent: false: {source: {node: ${src.name}, bitmap: ${w.bitmap.name}}, target: {node: ${dst.name}, persistent: false}}`,
     );
@@ -245,29 +267,32 @@ function checkSharedImages(work: Work[], ctx: CheckCtx): void {
     if (n.driver === "qcow2" && n.filename !== undefined && !n.readOnly) sourceOf.set(n.filename, n);
   }
   if (sourceOf.size === 0) return;
-  const key = (node: string, bitmap: string): string => `${node}\u0000${bitmap}`;
-  const leaving = new Set<string>();
-  const arriving = new Map<string, Work[]>();
+  // By node, then by bitmap name: no key strings to build and hash for every bitmap.
+  const leaving = new PairSet();
+  const arriving = new PairMap<Work[]>();
   for (const w of work) {
     const t = w.entry.target;
     if (w.entry.action !== "migrate") continue;
-    if (!w.merge) leaving.add(key(w.node.name, w.bitmap.name));
+    if (!w.merge) leaving.add(w.node.name, w.bitmap.name);
     if (!t) continue;
-    const list = arriving.get(key(t.node, t.bitmap));
+    const list = arriving.get(t.node, t.bitmap);
     if (list) list.push(w);
-    else arriving.set(key(t.node, t.bitmap), [w]);
+    else arriving.set(t.node, t.bitmap, [w]);
   }
-  const rowOf = new Map(work.map((w) => [w.bitmap, w]));
+  let rowOf: Map<Bitmap, Work> | undefined;
   const seen = new Set<string>();
   for (const dst of ctx.dst.graph.nodes) {
     const src = dst.driver === "qcow2" && dst.filename !== undefined ? sourceOf.get(dst.filename) : undefined;
     if (!src || seen.has(dst.name)) continue;
     seen.add(dst.name);
-    const inMemory = new Set(dst.bitmaps.map((x) => x.name));
+    const inMemory = dst.bitmaps.length === 0 ? undefined : new Set(dst.bitmaps.map((x) => x.name));
     for (const b of src.bitmaps) {
-      if (!b.persistent || b.inconsistent || leaving.has(key(src.name, b.name))) continue;
-      const incoming = arriving.get(key(dst.name, b.name));
-      const row = inMemory.has(b.name) ? rowOf.get(b) : undefined;
+      if (!b.persistent || b.inconsistent || leaving.has(src.name, b.name)) continue;
+      const incoming = arriving.get(dst.name, b.name);
+      const row =
+        inMemory?.has(b.name) === true
+          ? (rowOf ??= new Map(work.map((w) => [w.bitmap, w]))).get(b)
+          : undefined;
       if (!incoming && !row) continue;
       // Messages are built only for the conflicts: most stored bitmaps of a shared image conflict with nothing.
       const dstDesc = describeNode(dst, ctx.dst);
@@ -298,22 +323,22 @@ function checkSharedImages(work: Work[], ctx: CheckCtx): void {
 
 /** QEMU's mapping pairs nodes one to one, and two bitmaps cannot land on one name. */
 function checkGroups(migrating: Work[]): void {
-  const byTarget = new Map<string, Work[]>();
+  const byTarget = new PairMap<Work[]>();
   const dstsOfSrc = new Map<string, Set<string>>();
   const srcsOfDst = new Map<string, Set<string>>();
   for (const w of migrating) {
     const t = w.entry.target;
     if (!t) continue;
-    const key = `${t.node}\u0000${t.bitmap}`;
-    const list = byTarget.get(key) ?? [];
-    list.push(w);
-    byTarget.set(key, list);
-    const a = dstsOfSrc.get(streamNode(w).name) ?? new Set<string>();
-    a.add(t.node);
-    dstsOfSrc.set(streamNode(w).name, a);
-    const b = srcsOfDst.get(t.node) ?? new Set<string>();
-    b.add(streamNode(w).name);
-    srcsOfDst.set(t.node, b);
+    const list = byTarget.get(t.node, t.bitmap);
+    if (list) list.push(w);
+    else byTarget.set(t.node, t.bitmap, [w]);
+    const from = streamNode(w).name;
+    const a = dstsOfSrc.get(from);
+    if (a) a.add(t.node);
+    else dstsOfSrc.set(from, new Set([t.node]));
+    const b = srcsOfDst.get(t.node);
+    if (b) b.add(from);
+    else srcsOfDst.set(t.node, new Set([from]));
   }
   for (const group of byTarget.values()) {
     if (group.length < 2) continue;

@@ -33,7 +33,9 @@ export function matchesPattern(
 ): boolean {
   if (!pattern.bitmap.test(bitmap)) return false;
   const nodeRe = pattern.node;
-  return nodeRe === undefined || nodeNames.some((n) => nodeRe.test(n));
+  if (nodeRe === undefined) return true;
+  for (const n of nodeNames) if (nodeRe.test(n)) return true;
+  return false;
 }
 
 export function firstMatch(
@@ -41,5 +43,6 @@ export function firstMatch(
   nodeNames: readonly string[],
   bitmap: string,
 ): CompiledPattern | undefined {
-  return patterns.find((p) => matchesPattern(p, nodeNames, bitmap));
+  for (const p of patterns) if (matchesPattern(p, nodeNames, bitmap)) return p;
+  return undefined;
 }
