@@ -20,6 +20,7 @@ export { planMigration, planFromSnapshots, readGraph } from "./migrate/plan.js";
 export type { PlanRequest, PlanResult } from "./migrate/plan.js";
 export { migrate } from "./migrate/run.js";
 export type { MigrateOptions, MigrateResult } from "./migrate/run.js";
+export type { StepName, StepRecord, StepSide } from "./migrate/steps.js";
 export type { VerifiedBitmap, Verification } from "./migrate/verify.js";
 export type { ProgressEvent, ProgressListener } from "./migrate/progress.js";
 export { RunError } from "./migrate/errors.js";

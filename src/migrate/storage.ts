@@ -1,12 +1,13 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import path from "node:path";
 import type { PlanDisk } from "../policy/types.js";
-import type { QemuMonitor } from "../qemu/monitor.js";
 import { parseSocketAddress, type SocketAddress } from "../qmp/address.js";
 import type { QmpEvent } from "../qmp/messages.js";
-import { debug } from "../util/debug.js";
 import { describeError } from "../util/errors.js";
+import type { RunContext } from "./context.js";
 import { RunError } from "./errors.js";
+import { sleep } from "./sides.js";
+import type { StepHandle } from "./steps.js";
 
 /** What the copy of one disk came to. */
 export interface DiskCopy {
@@ -35,29 +36,18 @@ interface Job {
 
 /**
  * Copies disks for a migration without shared storage: the destination exports its (empty) target nodes over NBD,
- * the source mirrors each disk into them, and after the switchover the mirrors complete without pivot. Every
- * export, NBD client node and job is removed again, also on failure, so both sides end as they began.
+ * the source mirrors each disk into them, and after the switchover the mirrors complete without pivot. Each export,
+ * NBD client node and mirror is a step of the run, so each is removed again, also on failure, and both sides end
+ * as they began.
  */
 export class StorageCopy {
   private readonly jobs: Job[];
-  private readonly socketDir: string | undefined;
-  private readonly address: SocketAddress;
-  private serverStarted = false;
-  private readonly offs: (() => void)[] = [];
+  private readonly handles: StepHandle[] = [];
 
   constructor(
-    private readonly src: QemuMonitor,
-    private readonly dst: QemuMonitor,
+    private readonly ctx: RunContext,
     disks: PlanDisk[],
-    nbd: string | undefined,
   ) {
-    if (nbd === undefined) {
-      // Both QEMUs on this host: a private socket nobody else can reach.
-      this.socketDir = mkdtempSync(path.join("/tmp", "bf-nbd-"));
-      this.address = { type: "unix", path: path.join(this.socketDir, "nbd.sock") };
-    } else {
-      this.address = parseSocketAddress(nbd);
-    }
     const tag = `${process.pid}-${Date.now() % 100000}`;
     this.jobs = disks.map((disk, i) => ({
       disk,
@@ -81,39 +71,31 @@ export class StorageCopy {
     return this.jobs.reduce((s, j) => s + j.offset, 0);
   }
 
-  /** Exports the destination nodes, attaches them on the source and starts one mirror per disk. */
+  /** Exports the destination nodes, attaches them on the source and starts one mirror per disk: a step each. */
   async start(): Promise<void> {
-    const onEvent = (e: QmpEvent): void => {
-      const job = this.jobs.find((j) => j.id === e.data.device);
-      if (!job) return;
-      if (e.event === "BLOCK_JOB_READY") job.ready = true;
-      if (e.event === "BLOCK_JOB_ERROR")
-        job.error ??= `I/O error (${String(e.data.operation)}: ${String(e.data.action)})`;
-      if (e.event === "BLOCK_JOB_COMPLETED" || e.event === "BLOCK_JOB_CANCELLED") {
-        job.done = true;
-        if (typeof e.data.error === "string") job.error ??= e.data.error;
-        if (typeof e.data.offset === "number") job.offset = e.data.offset;
-        if (typeof e.data.len === "number") job.len = e.data.len;
-      }
-    };
-    for (const ev of ["BLOCK_JOB_READY", "BLOCK_JOB_ERROR", "BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED"]) {
-      this.offs.push(this.src.qmp.on(ev, onEvent));
-    }
+    const address = this.socketAddress();
+    this.listen();
     const addr =
-      this.address.type === "unix"
-        ? { type: "unix", data: { path: this.address.path } }
-        : { type: "inet", data: { host: this.address.host, port: String(this.address.port) } };
-    await this.step("destination", "starting the NBD server", () =>
-      this.dst.run("nbd-server-start", { addr }),
+      address.type === "unix"
+        ? { type: "unix", data: { path: address.path } }
+        : { type: "inet", data: { host: address.host, port: String(address.port) } };
+    const { src, dst } = this.ctx;
+    await this.command("destination", "starting the NBD server", () =>
+      dst.mon.run("nbd-server-start", { addr }),
     );
-    this.serverStarted = true;
+    this.push({
+      name: "nbd-server",
+      side: "destination",
+      what: "the NBD server",
+      clean: () => dst.undo((m) => m.run("nbd-server-stop")),
+    });
     const server =
-      this.address.type === "unix"
-        ? { type: "unix", path: this.address.path }
-        : { type: "inet", host: this.address.host, port: String(this.address.port) };
+      address.type === "unix"
+        ? { type: "unix", path: address.path }
+        : { type: "inet", host: address.host, port: String(address.port) };
     for (const j of this.jobs) {
-      await this.step("destination", `exporting ${j.disk.target.node}`, () =>
-        this.dst.run("block-export-add", {
+      await this.command("destination", `exporting ${j.disk.target.node}`, () =>
+        dst.mon.run("block-export-add", {
           type: "nbd",
           id: j.exportId,
           "node-name": j.disk.target.node,
@@ -121,23 +103,41 @@ export class StorageCopy {
           writable: true,
         }),
       );
-      await this.step("source", `attaching the destination's ${j.disk.target.node} over NBD`, () =>
-        this.src.run("blockdev-add", { driver: "nbd", "node-name": j.nbdNode, server, export: j.exportName }),
+      this.push({
+        name: "export",
+        side: "destination",
+        what: `the export '${j.exportId}' of ${j.disk.target.node}`,
+        clean: () => dst.undo((m) => m.run("block-export-del", { id: j.exportId })),
+      });
+      await this.command("source", `attaching the destination's ${j.disk.target.node} over NBD`, () =>
+        src.mon.run("blockdev-add", { driver: "nbd", "node-name": j.nbdNode, server, export: j.exportName }),
       );
-      await this.step("source", `starting to mirror ${j.disk.source.node}`, () =>
-        this.src.run("blockdev-mirror", {
+      this.push({
+        name: "nbd-node",
+        side: "source",
+        what: `the NBD client node ${j.nbdNode}`,
+        clean: () => src.undo((m) => m.run("blockdev-del", { "node-name": j.nbdNode })),
+      });
+      await this.command("source", `starting to mirror ${j.disk.source.node}`, () =>
+        src.mon.run("blockdev-mirror", {
           "job-id": j.id,
           device: j.disk.source.mirrorFrom,
           target: j.nbdNode,
           sync: "full",
         }),
       );
+      this.push({
+        name: "mirror",
+        side: "source",
+        what: `the mirror '${j.id}' of ${j.disk.source.node}`,
+        clean: () => this.endJob(j),
+      });
     }
   }
 
   /** Refreshes offsets from QEMU and reports whether every mirror is ready; throws COPY_FAILED on a failed one. */
   async poll(): Promise<boolean> {
-    const jobs = await this.src.blockJobs();
+    const jobs = await this.ctx.src.mon.blockJobs();
     for (const j of this.jobs) {
       const info = jobs.find((x) => x.device === j.id);
       if (info) {
@@ -159,8 +159,8 @@ export class StorageCopy {
   async complete(): Promise<DiskCopy[]> {
     for (const j of this.jobs) {
       if (!j.done)
-        await this.step("source", `completing the mirror of ${j.disk.source.node}`, () =>
-          this.src.run("block-job-cancel", { device: j.id }),
+        await this.command("source", `completing the mirror of ${j.disk.source.node}`, () =>
+          this.ctx.src.mon.run("block-job-cancel", { device: j.id }),
         );
     }
     for (let i = 0; i < 600 && this.jobs.some((j) => !j.done); i++) await sleep(50);
@@ -178,31 +178,74 @@ export class StorageCopy {
     }));
   }
 
-  /** Removes every job, NBD client node and export on both sides; safe to call after any failure, and twice. */
-  async teardown(srcAlive: boolean, dstAlive: boolean): Promise<void> {
-    for (const off of this.offs.splice(0)) off();
-    if (srcAlive) {
-      for (const j of this.jobs) {
-        if (!j.done) {
-          await this.src.run("block-job-cancel", { device: j.id, force: true }).catch(quiet);
-        }
-      }
-      for (let i = 0; i < 200; i++) {
-        const jobs = await this.src.blockJobs().catch(() => []);
-        if (!jobs.some((x) => this.jobs.some((j) => j.id === x.device))) break;
-        await sleep(50);
-      }
-      for (const j of this.jobs) await this.src.run("blockdev-del", { "node-name": j.nbdNode }).catch(quiet);
-    }
-    if (dstAlive) {
-      for (const j of this.jobs) await this.dst.run("block-export-del", { id: j.exportId }).catch(quiet);
-      if (this.serverStarted) await this.dst.run("nbd-server-stop").catch(quiet);
-    }
-    this.serverStarted = false;
-    if (this.socketDir) rmSync(this.socketDir, { recursive: true, force: true });
+  /** Removes every mirror, NBD client node and export and the NBD server now, newest first (their steps' cleans). */
+  teardown(): Promise<void> {
+    return this.ctx.steps.release(this.handles.splice(0));
   }
 
-  private async step(side: string, what: string, fn: () => Promise<void>): Promise<void> {
+  private push(step: Parameters<RunContext["steps"]["push"]>[0]): void {
+    this.handles.push(this.ctx.steps.push(step));
+  }
+
+  /** Step "nbd-socket-dir" when both QEMUs are on this host: a private socket nobody else can reach. */
+  private socketAddress(): SocketAddress {
+    if (this.ctx.o.nbd !== undefined) return parseSocketAddress(this.ctx.o.nbd);
+    const dir = mkdtempSync(path.join("/tmp", "bf-nbd-"));
+    this.push({
+      name: "nbd-socket-dir",
+      side: "local",
+      what: `the directory ${dir}`,
+      clean: () => {
+        rmSync(dir, { recursive: true, force: true });
+        return Promise.resolve();
+      },
+    });
+    return { type: "unix", path: path.join(dir, "nbd.sock") };
+  }
+
+  /** Step "mirror-events": the mirrors' job events tell readiness, errors and the final offsets. */
+  private listen(): void {
+    const onEvent = (e: QmpEvent): void => {
+      const job = this.jobs.find((j) => j.id === e.data.device);
+      if (!job) return;
+      if (e.event === "BLOCK_JOB_READY") job.ready = true;
+      if (e.event === "BLOCK_JOB_ERROR")
+        job.error ??= `I/O error (${String(e.data.operation)}: ${String(e.data.action)})`;
+      if (e.event === "BLOCK_JOB_COMPLETED" || e.event === "BLOCK_JOB_CANCELLED") {
+        job.done = true;
+        if (typeof e.data.error === "string") job.error ??= e.data.error;
+        if (typeof e.data.offset === "number") job.offset = e.data.offset;
+        if (typeof e.data.len === "number") job.len = e.data.len;
+      }
+    };
+    const events = ["BLOCK_JOB_READY", "BLOCK_JOB_ERROR", "BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED"];
+    const offs = events.map((ev) => this.ctx.src.mon.qmp.on(ev, onEvent));
+    this.push({
+      name: "mirror-events",
+      side: "local",
+      what: "the mirrors' event listeners",
+      clean: () => {
+        for (const off of offs) off();
+        return Promise.resolve();
+      },
+    });
+  }
+
+  /** The mirror's clean: a job still running is cancelled without pivot; then wait until QEMU has dropped it. */
+  private async endJob(j: Job): Promise<void> {
+    const { src } = this.ctx;
+    const present = async (): Promise<boolean> =>
+      (await src.undo((m) => m.blockJobs())).some((x) => x.device === j.id);
+    if (!(await present())) return;
+    if (!j.done) await src.undo((m) => m.run("block-job-cancel", { device: j.id, force: true }));
+    for (let i = 0; i < 200; i++) {
+      if (!(await present())) return;
+      await sleep(50);
+    }
+    throw new Error(`the job '${j.id}' is still there 10 s after it was cancelled`);
+  }
+
+  private async command(side: string, what: string, fn: () => Promise<void>): Promise<void> {
     try {
       await fn();
     } catch (err) {
@@ -211,10 +254,40 @@ export class StorageCopy {
   }
 }
 
-function quiet(err: unknown): void {
-  debug("storage teardown: %s", describeError(err));
+/** `--copy-storage`: copy every disk to the destination and wait until each mirror is in sync. */
+export async function copyDisks(ctx: RunContext): Promise<StorageCopy | undefined> {
+  const disks = ctx.plan.disks ?? [];
+  if (disks.length === 0) return undefined;
+  const storage = new StorageCopy(ctx, disks);
+  ctx.progress("copy", {
+    message: `copying ${disks.length} disk(s) to the destination`,
+    copiedBytes: 0,
+    copyTotalBytes: storage.totalBytes,
+  });
+  await storage.start();
+  for (;;) {
+    ctx.checkpoint();
+    if (ctx.src.lost) throw new RunError("SOURCE_LOST", "the source's monitor closed while copying disks");
+    if (ctx.dst.lost)
+      throw new RunError("DESTINATION_LOST", "the destination's monitor closed while copying disks");
+    const ready = await storage.poll();
+    ctx.progress("copy", { copiedBytes: storage.copiedBytes, copyTotalBytes: storage.totalBytes });
+    if (ready) return storage;
+    await ctx.pause(200);
+  }
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+/** After the switchover: the mirrors complete without pivot; every export and NBD node goes (their cleans, now). */
+export async function finishCopy(ctx: RunContext, storage: StorageCopy | undefined): Promise<void> {
+  if (!storage) return;
+  ctx.progress("completing", { message: "completing the disk copies" });
+  ctx.copies = await storage.complete();
+  await storage.teardown();
+  const bad = ctx.copies.filter((c) => !c.complete);
+  if (bad.length > 0) {
+    throw new RunError(
+      "COPY_FAILED",
+      `the copy of ${bad.map((c) => `${c.source.node} (${c.copiedBytes} of ${c.totalBytes} bytes${c.error ? `: ${c.error}` : ""})`).join(", ")} did not complete`,
+    );
+  }
 }

@@ -1,0 +1,74 @@
+import type { MigrationInfo } from "../qemu/replies.js";
+import type { RunContext } from "./context.js";
+import { RunError } from "./errors.js";
+import { sleep } from "./sides.js";
+
+/** QEMU reports `completed` a moment before it fills in the times: read them once they are there. */
+export async function finalTimes(ctx: RunContext, info: MigrationInfo): Promise<MigrationInfo> {
+  let last = info;
+  for (let i = 0; i < 20 && !last["total-time"]; i++) {
+    await sleep(10);
+    last = await ctx.on(ctx.src, (m) => m.migrationInfo(), "reading the migration's times");
+  }
+  return last;
+}
+
+/** After the source completed: wait for the destination to complete and settle its run state. */
+export async function completeDestination(ctx: RunContext): Promise<void> {
+  const hashing = ctx.planResult.source.facts.features.bitmapSha256 && ctx.rows.length > 0;
+  ctx.progress("completing", {
+    message: hashing
+      ? "waiting for the destination; hashing the source's bitmaps meanwhile"
+      : "waiting for the destination",
+  });
+  const until = Date.now() + 120_000;
+  for (;;) {
+    ctx.checkpoint();
+    if (ctx.dst.lost) {
+      throw new RunError(
+        "DESTINATION_LOST",
+        "the destination exited after the source completed: it did not load the migration",
+      );
+    }
+    const info = await ctx.on(ctx.dst, (m) => m.migrationInfo(), "waiting for the destination to complete");
+    if (info.status === "completed") break;
+    if (info.status === "failed") {
+      throw new RunError(
+        "MIGRATION_FAILED",
+        `the destination failed to load the migration: ${info["error-desc"] ?? "no reason given"}`,
+      );
+    }
+    if (Date.now() > until)
+      throw new RunError(
+        "TIMEOUT",
+        `the destination did not complete within 120 s (status ${info.status ?? "none"})`,
+      );
+    await ctx.pause(100);
+  }
+  // The completed event can precede the final run state.
+  for (let i = 0; i < 300; i++) {
+    const s = await ctx.on(ctx.dst, (m) => m.status(), "reading the destination's run state");
+    if (s.status !== "inmigrate") {
+      ctx.seen.destinationRan = s.status === "running";
+      return;
+    }
+    await ctx.pause(100);
+  }
+}
+
+/** Applies `enabled` overrides and, with --resume, starts a paused destination. */
+export async function finishDestination(ctx: RunContext): Promise<void> {
+  for (const b of ctx.rows) {
+    const t = b.target;
+    if (!t || t.enabled === b.source.recording) continue;
+    await ctx.on(
+      ctx.dst,
+      (m) => (t.enabled ? m.enableBitmap(t.node, t.bitmap) : m.disableBitmap(t.node, t.bitmap)),
+      `applying enabled=${t.enabled} to ${t.node}/${t.bitmap}`,
+    );
+  }
+  if (ctx.o.resume) {
+    const s = await ctx.on(ctx.dst, (m) => m.status(), "reading the destination's run state");
+    if (s.status !== "running") await ctx.on(ctx.dst, (m) => m.cont(), "resuming the destination");
+  }
+}

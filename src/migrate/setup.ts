@@ -1,0 +1,91 @@
+import { QmpCommandError } from "../qmp/errors.js";
+import type { RunContext } from "./context.js";
+import { RunError } from "./errors.js";
+import { RUNNING_STATUSES, type Side } from "./sides.js";
+
+/**
+ * DESIGN section 4 item 3: the capabilities and the mappings of both sides, then the incoming side. Each change is
+ * a step; the disk copy (storage.ts), the merged temporaries (streams.ts) and the migration follow.
+ */
+export async function setupSides(ctx: RunContext): Promise<void> {
+  ctx.checkpoint();
+  ctx.progress("setup", { message: "setting capabilities and bitmap mappings on both sides" });
+  const planned = ctx.planResult;
+  const info = await ctx.on(ctx.src, (m) => m.migrationInfo(), "checking for a running migration");
+  if (info.status !== undefined && RUNNING_STATUSES.has(info.status)) {
+    throw new RunError(
+      "QEMU_ERROR",
+      `a migration is already in progress on the source (status ${info.status})`,
+    );
+  }
+  await setCapabilities(ctx, ctx.dst, planned.destination.snapshot.migrationCapabilities, {
+    "dirty-bitmaps": true,
+    events: true,
+  });
+  await setCapabilities(ctx, ctx.src, planned.source.snapshot.migrationCapabilities, {
+    "dirty-bitmaps": true,
+    events: true,
+    "pause-before-switchover": true,
+  });
+  ctx.seen.downtimeOriginal = planned.source.snapshot.migrationParameters["downtime-limit"];
+  for (const side of [ctx.dst, ctx.src]) {
+    const mapping = side === ctx.src ? ctx.plan.mapping.source : ctx.plan.mapping.destination;
+    await ctx.on(
+      side,
+      (m) => m.setMigrationParameters({ "block-bitmap-mapping": mapping }),
+      "setting the bitmap mapping",
+    );
+    // QEMU cannot unset a mapping; every run sets its own, so a later run is not affected by this one's.
+    ctx.steps.push({ name: "mapping", side: side.name, what: `the ${side.name}'s block-bitmap-mapping` });
+  }
+  // Two hosts: the transport's steps (socket directory, tunnels, TLS objects) are pushed here.
+  await startIncoming(ctx);
+}
+
+/** Step "capabilities": sets what the run needs; the clean puts back what it changed, where QEMU allows it. */
+async function setCapabilities(
+  ctx: RunContext,
+  side: Side,
+  current: Record<string, boolean>,
+  wanted: Record<string, boolean>,
+): Promise<void> {
+  const change: Record<string, boolean> = {};
+  const original: Record<string, boolean> = {};
+  for (const [cap, state] of Object.entries(wanted)) {
+    if (current[cap] !== state) {
+      change[cap] = state;
+      original[cap] = current[cap] ?? false;
+    }
+  }
+  if (Object.keys(change).length === 0) return;
+  await ctx.on(side, (m) => m.setMigrationCapabilities(change), "setting migration capabilities");
+  ctx.steps.push({
+    name: "capabilities",
+    side: side.name,
+    what: `the ${side.name}'s migration capabilities (${Object.keys(change).join(", ")})`,
+    clean: async () => {
+      // QEMU refuses capability changes while a migration runs (a destination still loading, say): they stay.
+      const now = await side.undo((m) => m.migrationInfo());
+      if (now.status !== undefined && RUNNING_STATUSES.has(now.status)) return;
+      await side.undo((m) => m.setMigrationCapabilities(original));
+    },
+  });
+}
+
+/**
+ * Step "incoming": `migrate-incoming` on a destination started with `-incoming defer`. A destination started with
+ * `-incoming URI` already listens (QEMU answers "already been started") and there is nothing to record. No undo:
+ * QEMU has no command that stops listening, and a failed migration ends the incoming side anyway.
+ */
+async function startIncoming(ctx: RunContext): Promise<void> {
+  const exitOnError = ctx.planResult.destination.facts.features.incomingExitOnError ? false : undefined;
+  try {
+    await ctx.dst.mon.migrateIncoming(ctx.o.uri, exitOnError);
+  } catch (err) {
+    if (!(err instanceof QmpCommandError && err.desc.includes("already been started"))) {
+      throw ctx.dst.error(err, "starting the incoming side");
+    }
+    return;
+  }
+  ctx.steps.push({ name: "incoming", side: "destination", what: `the incoming side on ${ctx.o.uri}` });
+}
