@@ -55,7 +55,8 @@ export interface PlanE2eResult {
   load: { start: number; end: number };
 }
 
-function timeProcess(
+/** Runs `node ARGS` as a fresh process, stdout to a file (or nowhere), and times it from spawn to exit. */
+export function timeProcess(
   args: string[],
   cwd: string,
   stdoutFile?: string,

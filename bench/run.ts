@@ -199,7 +199,7 @@ async function main(): Promise<void> {
           }
           break;
         case "migration":
-          results.migration = await benchMigration(lab, {
+          results.migration = await benchMigration(lab, tree, {
             runs: q ? 3 : 9,
             warmup: 1,
             log,

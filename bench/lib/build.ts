@@ -19,6 +19,8 @@ export interface CompiledTree {
   planningChild: string;
   /** The compiled floor script (bench/floor/plan-floor.ts). */
   planFloor: string;
+  /** The compiled floor script of a migration (bench/floor/migrate-floor.ts). */
+  migrateFloor: string;
   /** How long tsc took, ms (not a benchmark: it says how stale the numbers can be). */
   compileMs: number;
   /** tsc's complaints about other files in the tree (it still emits), for the log. */
@@ -62,10 +64,11 @@ export async function compileTree(dir: string): Promise<CompiledTree> {
     cliModules: path.join(out, "src/cli/main.js"),
     planningChild: path.join(out, "bench/planning/child.js"),
     planFloor: path.join(out, "bench/floor/plan-floor.js"),
+    migrateFloor: path.join(out, "bench/floor/migrate-floor.js"),
     compileMs,
     diagnostics,
   };
-  for (const f of [tree.cli, tree.cliModules, tree.planningChild, tree.planFloor]) {
+  for (const f of [tree.cli, tree.cliModules, tree.planningChild, tree.planFloor, tree.migrateFloor]) {
     if (!existsSync(f)) throw new Error(`tsc did not produce ${f}:\n${diagnostics}`);
   }
   return tree;

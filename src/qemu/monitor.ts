@@ -75,12 +75,17 @@ export interface QemuFeatures {
 }
 
 /**
+ * The schema of each monitor connection, probed once however many QemuMonitor wrappers it gets (a library caller
+ * passing a QmpClient gets a new wrapper per call): QEMU's schema is its largest reply, and it cannot change while
+ * the connection lives.
+ */
+const schemas = new WeakMap<QmpClient, Promise<QapiSchema>>();
+
+/**
  * Typed wrappers for the QMP commands bitferry uses. Every reply is validated; argument objects are built here so
  * the rest of the code never spells a QMP key.
  */
 export class QemuMonitor {
-  private schemaPromise: Promise<QapiSchema> | undefined;
-
   constructor(readonly qmp: QmpClient) {}
 
   get label(): string {
@@ -103,11 +108,15 @@ export class QemuMonitor {
   }
 
   schema(): Promise<QapiSchema> {
-    this.schemaPromise ??= this.qmp.execute("query-qmp-schema").then((raw) => {
-      if (!Array.isArray(raw)) throw new QemuReplyError("query-qmp-schema", "(root): expected a list");
-      return new QapiSchema(raw);
-    });
-    return this.schemaPromise;
+    let schema = schemas.get(this.qmp);
+    if (!schema) {
+      schema = this.qmp.execute("query-qmp-schema").then((raw) => {
+        if (!Array.isArray(raw)) throw new QemuReplyError("query-qmp-schema", "(root): expected a list");
+        return new QapiSchema(raw);
+      });
+      schemas.set(this.qmp, schema);
+    }
+    return schema;
   }
 
   async features(): Promise<QemuFeatures> {
