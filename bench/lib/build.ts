@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { symlink, writeFile } from "node:fs/promises";
+import { readFile, symlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
 
@@ -49,10 +49,11 @@ export async function compileTree(dir: string): Promise<CompiledTree> {
     diagnostics = (err as { stdout?: string }).stdout ?? String(err);
   }
   await execFileP(process.execPath, [path.join(ROOT, "scripts/bundle.mjs"), path.join(dir, "bundle")]);
-  await writeFile(
-    path.join(dir, "bitferry.js"),
-    'import { main } from "./bundle/cli.js";\nprocess.exitCode = await main(process.argv.slice(2));\n',
-  );
+  // bin/bitferry.js itself, pointed at this tree's bundle: the same start-up, V8 settings included.
+  const bin = await readFile(path.join(ROOT, "bin/bitferry.js"), "utf8");
+  if (!bin.includes('"../dist/bundle/cli.js"'))
+    throw new Error("bin/bitferry.js no longer imports ../dist/bundle/cli.js");
+  await writeFile(path.join(dir, "bitferry.js"), bin.replace('"../dist/bundle/cli.js"', '"./bundle/cli.js"'));
   const compileMs = performance.now() - t0;
   // Without it Node would first try every file as CommonJS (module-type detection), a start-up cost users never pay.
   await writeFile(path.join(dir, "package.json"), JSON.stringify({ type: "module", private: true }));

@@ -7,11 +7,16 @@ import type { Bitmap, BlockGraph, BlockNode, Child, Drive, StoredBitmap } from "
 
 /** Builds the graph model from one QEMU's replies. Pure. */
 export function buildGraph(snap: QemuSnapshot): BlockGraph {
-  const children = childrenByNode(snap);
+  const ids = indexGraph(snap);
+  const children = childrenByNode(snap, ids);
   const nodes = snap.namedNodes.map((info) => toNode(info, children.get(info["node-name"]) ?? []));
-  const byName = new Map(nodes.map((n) => [n.name, n]));
+  const byName = new Map<string, BlockNode>();
+  for (let i = 0, list = nodes; i < list.length; i++) {
+    const n = list[i];
+    if (n !== undefined) byName.set(n.name, n);
+  }
   const drives: Drive[] = [];
-  const roots = backendRoots(snap);
+  const roots = backendRoots(snap, ids);
   for (let i1 = 0, of1 = snap.blockBackends; i1 < of1.length; i1++) {
     const bb = of1[i1];
     if (bb === undefined) continue;
@@ -72,12 +77,31 @@ function toNode(info: BlockDeviceInfo, children: Child[]): BlockNode {
   };
 }
 
+type GraphEntry = NonNullable<QemuSnapshot["blockGraph"]>["nodes"][number];
+
+/** `x-debug-query-block-graph`'s nodes by id: every node, and the block-driver nodes' names. */
+interface GraphIds {
+  byId: Map<number, GraphEntry>;
+  drivers: Map<number, string>;
+}
+
+function indexGraph(snap: QemuSnapshot): GraphIds {
+  const byId = new Map<number, GraphEntry>();
+  const drivers = new Map<number, string>();
+  for (let i = 0, list = snap.blockGraph?.nodes ?? []; i < list.length; i++) {
+    const n = list[i];
+    if (n === undefined) continue;
+    byId.set(n.id, n);
+    if (n.type === "block-driver") drivers.set(n.id, n.name);
+  }
+  return { byId, drivers };
+}
+
 /** Children of every block-driver node, from `x-debug-query-block-graph` (empty when QEMU lacks it). */
-function childrenByNode(snap: QemuSnapshot): Map<string, Child[]> {
+function childrenByNode(snap: QemuSnapshot, { drivers }: GraphIds): Map<string, Child[]> {
   const out = new Map<string, Child[]>();
   const g = snap.blockGraph;
   if (!g) return out;
-  const drivers = new Map(g.nodes.filter((n) => n.type === "block-driver").map((n) => [n.id, n.name]));
   for (let i3 = 0, of3 = g.edges; i3 < of3.length; i3++) {
     const e = of3[i3];
     if (e === undefined) continue;
@@ -95,11 +119,10 @@ function childrenByNode(snap: QemuSnapshot): Map<string, Child[]> {
 }
 
 /** The node under each named BlockBackend, filters included (query-block hides implicit ones). */
-function backendRoots(snap: QemuSnapshot): Map<string, string> {
+function backendRoots(snap: QemuSnapshot, { byId }: GraphIds): Map<string, string> {
   const out = new Map<string, string>();
   const g = snap.blockGraph;
   if (!g) return out;
-  const byId = new Map(g.nodes.map((n) => [n.id, n]));
   for (let i4 = 0, of4 = g.edges; i4 < of4.length; i4++) {
     const e = of4[i4];
     if (e === undefined) continue;
