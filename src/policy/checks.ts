@@ -2,7 +2,7 @@
 // optimises it, and unoptimised for-of allocates an iterator result per element (a tenth of a plan's garbage).
 import type { GraphLookup } from "../graph/lookup.js";
 import type { Bitmap, BlockNode } from "../graph/model.js";
-import { NameSet, PairMap, PairSet } from "./pairs.js";
+import { Fans, PairMap, PairSet } from "./pairs.js";
 import {
   addError,
   addTargetError,
@@ -354,8 +354,8 @@ function checkSharedImages(work: Work[], ctx: CheckCtx): void {
 /** QEMU's mapping pairs nodes one to one, and two bitmaps cannot land on one name. */
 function checkGroups(migrating: Work[]): void {
   const byTarget = new PairMap<Work[]>();
-  const dstsOfSrc = new Map<string, NameSet>();
-  const srcsOfDst = new Map<string, NameSet>();
+  const dstsOfSrc = new Fans();
+  const srcsOfDst = new Fans();
   for (let i11 = 0, of11 = migrating; i11 < of11.length; i11++) {
     const w = of11[i11];
     if (w === undefined) continue;
@@ -365,12 +365,8 @@ function checkGroups(migrating: Work[]): void {
     if (list) list.push(w);
     else byTarget.set(t.node, t.bitmap, [w]);
     const from = streamNode(w).name;
-    let a = dstsOfSrc.get(from);
-    if (!a) dstsOfSrc.set(from, (a = new NameSet()));
-    a.add(t.node);
-    let b = srcsOfDst.get(t.node);
-    if (!b) srcsOfDst.set(t.node, (b = new NameSet()));
-    b.add(from);
+    dstsOfSrc.add(from, t.node);
+    srcsOfDst.add(t.node, from);
   }
   for (let i12 = 0, of12 = byTarget.values(); i12 < of12.length; i12++) {
     const group = of12[i12];
@@ -394,20 +390,20 @@ function checkGroups(migrating: Work[]): void {
     if (w === undefined) continue;
     const t = w.entry.target;
     if (!t) continue;
-    const fanOut = dstsOfSrc.get(streamNode(w).name);
-    if (fanOut && fanOut.size > 1) {
+    const fanOut = dstsOfSrc.count(streamNode(w).name);
+    if (fanOut > 1) {
       addTargetError(
         w.entry,
         "MAPPING_INEXPRESSIBLE",
-        `the bitmaps of source node '${streamNode(w).name}' would go to ${fanOut.size} destination nodes (${listOf(fanOut.list())}); QEMU's mapping sends all bitmaps of one node to one node. Send them to one node, or skip some`,
+        `the bitmaps of source node '${streamNode(w).name}' would go to ${fanOut} destination nodes (${listOf(dstsOfSrc.list(streamNode(w).name))}); QEMU's mapping sends all bitmaps of one node to one node. Send them to one node, or skip some`,
       );
     }
-    const fanIn = srcsOfDst.get(t.node);
-    if (fanIn && fanIn.size > 1) {
+    const fanIn = srcsOfDst.count(t.node);
+    if (fanIn > 1) {
       addTargetError(
         w.entry,
         "MAPPING_INEXPRESSIBLE",
-        `destination node '${t.node}' would receive bitmaps from ${fanIn.size} source nodes (${listOf(fanIn.list())}); QEMU's mapping pairs nodes one to one. Send them to different nodes, or skip some`,
+        `destination node '${t.node}' would receive bitmaps from ${fanIn} source nodes (${listOf(srcsOfDst.list(t.node))}); QEMU's mapping pairs nodes one to one. Send them to different nodes, or skip some`,
       );
     }
   }

@@ -5,36 +5,37 @@
  */
 const SCAN_MAX = 16;
 
-class Entries<V> {
-  readonly names: string[] = [];
-  readonly values: V[] = [];
+/** Names in insertion order, with their positions: scanned while few, indexed once many. */
+class Names {
+  readonly list: string[] = [];
   private index: Map<string, number> | undefined;
 
   find(name: string): number {
     if (this.index) return this.index.get(name) ?? -1;
-    const names = this.names;
-    for (let i = 0; i < names.length; i++) if (names[i] === name) return i;
+    const list = this.list;
+    for (let i = 0; i < list.length; i++) if (list[i] === name) return i;
     return -1;
   }
 
-  add(name: string, value: V): void {
-    const i = this.names.length;
-    this.names.push(name);
-    this.values.push(value);
+  /** Adds a name not there yet; returns its position. */
+  add(name: string): number {
+    const i = this.list.length;
+    this.list.push(name);
     if (this.index) this.index.set(name, i);
-    else if (i + 1 > SCAN_MAX) this.index = new Map(this.names.map((n, k) => [n, k]));
+    else if (i + 1 > SCAN_MAX) this.index = new Map(this.list.map((n, k) => [n, k]));
+    return i;
   }
 }
 
 export class PairMap<V> {
-  private readonly byNode = new Map<string, Entries<V>>();
+  private readonly byNode = new Map<string, { names: Names; values: V[] }>();
   /** Every value, in the order its pair was first set (as one flat map would iterate). */
   private readonly order: V[] = [];
 
   get(node: string, bitmap: string): V | undefined {
     const e = this.byNode.get(node);
     if (!e) return undefined;
-    const i = e.find(bitmap);
+    const i = e.names.find(bitmap);
     return i === -1 ? undefined : e.values[i];
   }
 
@@ -42,10 +43,10 @@ export class PairMap<V> {
   set(node: string, bitmap: string, value: V): void {
     let e = this.byNode.get(node);
     if (!e) {
-      e = new Entries();
+      e = { names: new Names(), values: [] };
       this.byNode.set(node, e);
     }
-    e.add(bitmap, value);
+    e.values[e.names.add(bitmap)] = value;
     this.order.push(value);
   }
 
@@ -55,15 +56,15 @@ export class PairMap<V> {
 }
 
 export class PairSet {
-  private readonly byNode = new Map<string, Entries<true>>();
+  private readonly byNode = new Map<string, Names>();
 
   add(node: string, bitmap: string): void {
     let e = this.byNode.get(node);
     if (!e) {
-      e = new Entries();
+      e = new Names();
       this.byNode.set(node, e);
     }
-    if (e.find(bitmap) === -1) e.add(bitmap, true);
+    if (e.find(bitmap) === -1) e.add(bitmap);
   }
 
   has(node: string, bitmap: string): boolean {
@@ -74,17 +75,47 @@ export class PairSet {
 
 /** A set of names in insertion order: a short list scanned in place, indexed once it is long. */
 export class NameSet {
-  private readonly entries = new Entries<true>();
+  private readonly names = new Names();
 
   add(name: string): void {
-    if (this.entries.find(name) === -1) this.entries.add(name, true);
+    if (this.names.find(name) === -1) this.names.add(name);
   }
 
   get size(): number {
-    return this.entries.names.length;
+    return this.names.list.length;
   }
 
   list(): readonly string[] {
-    return this.entries.names;
+    return this.names.list;
+  }
+}
+
+/**
+ * The distinct names seen with each key, in insertion order (the destination nodes of each source node): almost
+ * every key has one, held as the name itself until a second one arrives.
+ */
+export class Fans {
+  private readonly byKey = new Map<string, string | NameSet>();
+
+  add(key: string, name: string): void {
+    const cur = this.byKey.get(key);
+    if (cur === undefined) this.byKey.set(key, name);
+    else if (typeof cur !== "string") cur.add(name);
+    else if (cur !== name) {
+      const set = new NameSet();
+      set.add(cur);
+      set.add(name);
+      this.byKey.set(key, set);
+    }
+  }
+
+  count(key: string): number {
+    const cur = this.byKey.get(key);
+    return cur === undefined ? 0 : typeof cur === "string" ? 1 : cur.size;
+  }
+
+  list(key: string): readonly string[] {
+    const cur = this.byKey.get(key);
+    return cur === undefined ? [] : typeof cur === "string" ? [cur] : cur.list();
   }
 }
