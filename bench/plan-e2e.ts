@@ -198,6 +198,7 @@ export async function benchPlanE2e(
           dir,
           "--cpu-prof-name",
           "plan.cpuprofile",
+          ...tree.cliV8Flags,
           tree.cliModules,
           ...cliArgs.slice(1),
         ],

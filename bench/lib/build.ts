@@ -15,6 +15,8 @@ export interface CompiledTree {
   cli: string;
   /** The same CLI as tsc's one file per module (for profiles that name the files). */
   cliModules: string;
+  /** The V8 flags bin/bitferry.js sets for its process, to give `cliModules` the same settings. */
+  cliV8Flags: string[];
   /** The compiled planning child (bench/planning/child.ts). */
   planningChild: string;
   /** The compiled floor script (bench/floor/plan-floor.ts). */
@@ -54,6 +56,9 @@ export async function compileTree(dir: string): Promise<CompiledTree> {
   if (!bin.includes('"../dist/bundle/cli.js"'))
     throw new Error("bin/bitferry.js no longer imports ../dist/bundle/cli.js");
   await writeFile(path.join(dir, "bitferry.js"), bin.replace('"../dist/bundle/cli.js"', '"./bundle/cli.js"'));
+  const cliV8Flags = [...bin.matchAll(/setFlagsFromString\("([^"]+)"\)/g)].flatMap((m) =>
+    (m[1] ?? "").split(" "),
+  );
   const compileMs = performance.now() - t0;
   // Without it Node would first try every file as CommonJS (module-type detection), a start-up cost users never pay.
   await writeFile(path.join(dir, "package.json"), JSON.stringify({ type: "module", private: true }));
@@ -63,6 +68,7 @@ export async function compileTree(dir: string): Promise<CompiledTree> {
     dir,
     cli: path.join(dir, "bitferry.js"),
     cliModules: path.join(out, "src/cli/main.js"),
+    cliV8Flags,
     planningChild: path.join(out, "bench/planning/child.js"),
     planFloor: path.join(out, "bench/floor/plan-floor.js"),
     migrateFloor: path.join(out, "bench/floor/migrate-floor.js"),
