@@ -146,11 +146,12 @@ function backendRoots(snap: QemuSnapshot, { byId }: GraphIds): Map<string, strin
  */
 function walkToDriveRoot(start: string, byName: Map<string, BlockNode>): string | undefined {
   let cur = byName.get(start);
-  const seen = new Set<string>();
-  while (cur && !seen.has(cur.name)) {
-    seen.add(cur.name);
+  // Made only for a walk through a filter: most drive roots are the drive's own node.
+  let seen: Set<string> | undefined;
+  while (cur && seen?.has(cur.name) !== true) {
     if (!cur.filter) return cur.name;
     if (cur.bitmaps.length > 0 || cur.filtered === undefined) return undefined;
+    (seen ??= new Set()).add(cur.name);
     cur = byName.get(cur.filtered);
   }
   return undefined;
