@@ -1,3 +1,4 @@
+import { readFile, writeFile } from "node:fs/promises";
 import { writeRange } from "../src/lab/actions.js";
 import type { Lab } from "../src/lab/lab.js";
 import type { QemuProcess } from "../src/lab/process.js";
@@ -6,6 +7,8 @@ import type { BitmapAliasMapping, QemuMonitor, TransactionAction } from "../src/
 import { finalMigrationInfo, RunFailed, type RunFailure } from "./lib/failures.js";
 import { load1 } from "./lib/machine.js";
 import { timedStrictMigrate } from "./lib/timed-migrate.js";
+import type { CompiledTree } from "./lib/build.js";
+import { timeProcess } from "./plan-e2e.js";
 import { interleave, ratio, summarize, type Summary } from "./lib/stats.js";
 
 const MiB = 1024 * 1024;
@@ -40,8 +43,13 @@ export interface MigrationResult {
   payloadBytes: number;
   bitferry: { wall: Summary; downtime: Summary; totalTime: Summary; pause: Summary; hash: Summary };
   baseline: { wall: Summary; downtime: Summary; totalTime: Summary };
-  /** bitferry wall ÷ baseline wall. Target ≤ 1.3. */
+  /** bitferry wall ÷ baseline wall. */
   wallRatio: number;
+  /**
+   * Issue 16's row: `bitferry migrate --json` as a fresh process against the floor script (bench/floor/
+   * migrate-floor.ts: the same migration with the hashes of both sides, nothing else), ms. Target ≤ 1.3.
+   */
+  cli?: { bitferry: Summary; floor: Summary; ratio: number };
   /** bitferry downtime ÷ baseline downtime. */
   downtimeRatio: number;
   /** 1.1 × baseline downtime + hashing time, ms: the downtime target. */
@@ -164,8 +172,11 @@ async function bitferryOnce(lab: Lab, i: number): Promise<MigrationSample & { pa
  */
 export async function benchMigration(
   lab: Lab,
+  tree: CompiledTree,
   options: { runs: number; warmup: number; log: (s: string) => void; failures: RunFailure[] },
 ): Promise<MigrationResult> {
+  const mappingFile = lab.path("floor-mapping.json");
+  await writeFile(mappingFile, JSON.stringify(handMapping()));
   const loadStart = load1();
   let pairNo = 0;
   let payloadBytes = 0;
@@ -190,6 +201,75 @@ export async function benchMigration(
               });
               options.log(`FAILED: migrate(): ${err.message}`);
             }
+          }
+        },
+      },
+      {
+        id: "cli",
+        run: async () => {
+          const i = pairNo++;
+          const { source, destination } = await startPair(lab, i);
+          try {
+            const out = lab.path(`migrate-${i}.json`);
+            const r = await timeProcess(
+              [
+                tree.cli,
+                "migrate",
+                "--source",
+                source.monitorSocket,
+                "--dest",
+                destination.monitorSocket,
+                "--uri",
+                `unix:${lab.path(`m${i}.sock`)}`,
+                "--json",
+              ],
+              tree.dir,
+              out,
+            );
+            const doc = JSON.parse(await readFile(out, "utf8")) as {
+              ok?: boolean;
+              bitmaps?: { verified: string }[];
+            };
+            if (r.code !== 0 || doc.ok !== true || doc.bitmaps?.length !== DISKS * BITMAPS_PER_DISK) {
+              throw new Error(`bitferry migrate --json exited ${r.code}: ${r.stderr}`);
+            }
+            if (doc.bitmaps.some((b) => b.verified !== "strict"))
+              throw new Error("bitferry migrate --json: not every bitmap verified strict");
+            return { value: r.ms };
+          } finally {
+            await Promise.all([source.stop(), destination.stop()]);
+          }
+        },
+      },
+      {
+        id: "cli-floor",
+        run: async () => {
+          const i = pairNo++;
+          const { source, destination } = await startPair(lab, i);
+          try {
+            const out = lab.path(`floor-${i}.json`);
+            const r = await timeProcess(
+              [
+                tree.migrateFloor,
+                source.monitorSocket,
+                destination.monitorSocket,
+                `unix:${lab.path(`m${i}.sock`)}`,
+                mappingFile,
+              ],
+              tree.dir,
+              out,
+            );
+            const doc = JSON.parse(await readFile(out, "utf8")) as {
+              source: { sha256: string }[];
+              destination: { sha256: string }[];
+            };
+            const same =
+              doc.source.length === DISKS * BITMAPS_PER_DISK &&
+              doc.source.every((h, k) => h.sha256 === doc.destination[k]?.sha256);
+            if (r.code !== 0 || !same) throw new Error(`migrate floor exited ${r.code}: ${r.stderr}`);
+            return { value: r.ms };
+          } finally {
+            await Promise.all([source.stop(), destination.stop()]);
           }
         },
       },
@@ -247,6 +327,11 @@ export async function benchMigration(
     bitferry,
     baseline,
     wallRatio: ratio(bitferry.wall, baseline.wall),
+    cli: {
+      bitferry: summarize(runs.get("cli")!.samples),
+      floor: summarize(runs.get("cli-floor")!.samples),
+      ratio: ratio(summarize(runs.get("cli")!.samples), summarize(runs.get("cli-floor")!.samples)),
+    },
     downtimeRatio: ratio(bitferry.downtime, baseline.downtime),
     downtimeBudgetMs: 1.1 * baseline.downtime.median + bitferry.hash.median,
     postmigrateHashesMatch: bf.every((x) => x.postmigrateHashesMatch === true),

@@ -55,7 +55,8 @@ export interface PlanE2eResult {
   load: { start: number; end: number };
 }
 
-function timeProcess(
+/** Runs `node ARGS` as a fresh process, stdout to a file (or nowhere), and times it from spawn to exit. */
+export function timeProcess(
   args: string[],
   cwd: string,
   stdoutFile?: string,
@@ -190,7 +191,17 @@ export async function benchPlanE2e(
       const dir = path.join(tree.dir, "prof-plan-cli");
       await mkdir(dir, { recursive: true });
       await timeProcess(
-        ["--cpu-prof", "--cpu-prof-dir", dir, "--cpu-prof-name", "plan.cpuprofile", ...cliArgs],
+        // tsc's one file per module, so that the profile names bitferry's files (the bundle is one file).
+        [
+          "--cpu-prof",
+          "--cpu-prof-dir",
+          dir,
+          "--cpu-prof-name",
+          "plan.cpuprofile",
+          ...tree.cliV8Flags,
+          tree.cliModules,
+          ...cliArgs.slice(1),
+        ],
         tree.dir,
         out,
       );

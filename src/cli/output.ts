@@ -17,8 +17,13 @@ export const processIO: CliIO = { stdout: process.stdout, stderr: process.stderr
  * thousands of bitmaps) going to a pipe or file, where indentation would double its size and its printing time.
  */
 export function writeJson(io: CliIO, doc: unknown): void {
-  const compact = JSON.stringify(doc);
-  const text = compact.length < 1_000_000 || io.stdout.isTTY ? JSON.stringify(doc, null, 2) : compact;
+  let text: string;
+  if (io.stdout.isTTY) text = JSON.stringify(doc, null, 2);
+  else {
+    // Serialised once when large; a small document is serialised again, indented (a few milliseconds at most).
+    text = JSON.stringify(doc);
+    if (text.length < 1_000_000) text = JSON.stringify(doc, null, 2);
+  }
   io.stdout.write(`${text}\n`);
 }
 

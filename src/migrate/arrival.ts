@@ -16,18 +16,29 @@ interface ArrivedBitmap {
 export async function recordSource(ctx: RunContext): Promise<void> {
   const graph = ctx.planResult.source.graph;
   const hash = ctx.planResult.source.facts.features.bitmapSha256;
-  const nodes = await ctx.on(ctx.src, (m) => m.namedBlockNodes(), "reading the migrated bitmaps");
+  const reading = ctx.on(ctx.src, (m) => m.namedBlockNodes(), "reading the migrated bitmaps");
+  // The hashes go out behind the read, without waiting for its reply: QEMU answers them in order anyway. Should
+  // the read fail, its error is the run's, and the hashes' answers are dropped.
+  const hashes = ctx.rows.map((b) => {
+    if (!hash) return Promise.resolve(null);
+    const p = ctx.on(
+      ctx.src,
+      (m) => m.bitmapSha256(b.source.node, readName(ctx.streams, b)),
+      "hashing bitmaps",
+    );
+    p.catch(() => undefined);
+    return p;
+  });
+  const nodes = await reading;
   const byName = new Map(nodes.map((n) => [n["node-name"], n]));
   const graphNodes = new Map(graph.nodes.map((n) => [n.name, n]));
   const records = await Promise.all(
-    ctx.rows.map(async (b) => {
+    ctx.rows.map(async (b, i) => {
       const n = byName.get(b.source.node);
       const name = readName(ctx.streams, b);
       const info = n?.["dirty-bitmaps"]?.find((x) => x.name === name);
       const node = graphNodes.get(b.source.node);
-      const sha = hash
-        ? await ctx.on(ctx.src, (m) => m.bitmapSha256(b.source.node, name), "hashing bitmaps")
-        : null;
+      const sha = (await hashes[i]) ?? null;
       const rec: SourceRecord = {
         sha256: sha,
         count: info?.count ?? b.source.dirtyBytes,

@@ -1,5 +1,8 @@
+// The loops over bitmaps and nodes index instead of using for-of: a plan runs once per process, mostly before V8
+// optimises it, and unoptimised for-of allocates an iterator result per element (a tenth of a plan's garbage).
 import type { GraphLookup } from "../graph/lookup.js";
-import type { BlockNode } from "../graph/model.js";
+import type { Bitmap, BlockNode } from "../graph/model.js";
+import { Fans, PairMap, PairSet } from "./pairs.js";
 import {
   addError,
   addTargetError,
@@ -58,17 +61,22 @@ export function runChecks(work: Work[], ctx: CheckCtx): void {
  * fails the whole migration, even one that is not itself migrating. (A merged chain migrates from its top node.)
  */
 function checkBlockers(work: Work[], migrating: Work[], ctx: CheckCtx): void {
+  // Most plans have no such bitmap at all: nothing to index then.
+  if (!work.some((w) => w.bitmap.busy || w.bitmap.inconsistent || w.bitmap.readOnly)) return;
   const migratingByNode = new Map<string, Work[]>();
   for (const w of migrating) {
     const node = streamNode(w).name;
-    const list = migratingByNode.get(node) ?? [];
-    list.push(w);
-    migratingByNode.set(node, list);
+    const list = migratingByNode.get(node);
+    if (list) list.push(w);
+    else migratingByNode.set(node, [w]);
   }
-  for (const w of work) {
+  for (let i3 = 0, of3 = work; i3 < of3.length; i3++) {
+    const w = of3[i3];
+    if (w === undefined) continue;
+    const b = w.bitmap;
+    if (!b.busy && !b.inconsistent && !b.readOnly) continue;
     const moving = migratingByNode.get(w.node.name);
     if (!moving) continue;
-    const b = w.bitmap;
     const problem = b.busy
       ? {
           code: "BITMAP_BUSY" as const,
@@ -109,7 +117,9 @@ function checkBlockers(work: Work[], migrating: Work[], ctx: CheckCtx): void {
  * persistent bitmap anywhere on the source fails the plan, whether or not its node migrates anything.
  */
 function checkBusyPersistent(work: Work[], ctx: CheckCtx): void {
-  for (const w of work) {
+  for (let i4 = 0, of4 = work; i4 < of4.length; i4++) {
+    const w = of4[i4];
+    if (w === undefined) continue;
     const b = w.bitmap;
     if (!b.busy || !b.persistent || w.node.readOnly) continue;
     addError(
@@ -125,7 +135,9 @@ function checkBusyPersistent(work: Work[], ctx: CheckCtx): void {
 
 /** A merged chain is made with block-dirty-bitmap-merge, which refuses busy and inconsistent sources and size changes. */
 function checkMergeSources(migrating: Work[], ctx: CheckCtx): void {
-  for (const w of migrating) {
+  for (let i5 = 0, of5 = migrating; i5 < of5.length; i5++) {
+    const w = of5[i5];
+    if (w === undefined) continue;
     const g = w.merge;
     if (!g || w.node === g.disk) continue;
     const b = w.bitmap;
@@ -150,26 +162,49 @@ function checkMergeSources(migrating: Work[], ctx: CheckCtx): void {
   }
 }
 
+/**
+ * Whether `s` may be longer than `max` bytes in UTF-8: a UTF-16 unit is at most 3 bytes, so most names are known
+ * to fit from their length alone, without counting.
+ */
+export function mayExceed(s: string, max: number): boolean {
+  return s.length * 3 > max && Buffer.byteLength(s) > max;
+}
+
 function checkName(w: Work): void {
-  for (const name of [w.bitmap.name, w.entry.target?.bitmap ?? ""]) {
-    if (Buffer.byteLength(name) > MAX_BITMAP_NAME_BYTES) {
-      addError(
-        w.entry,
-        "NAME_TOO_LONG",
-        `bitmap name '${name.slice(0, 40)}…' is ${Buffer.byteLength(name)} bytes; QEMU accepts at most ${MAX_BITMAP_NAME_BYTES}. Rename it with a per-bitmap map entry`,
-      );
-    }
-  }
+  const t = w.entry.target;
+  checkBitmapName(w, w.bitmap.name);
+  checkBitmapName(w, t?.bitmap ?? "");
   // QEMU itself never reports longer node-names; a reply that does cannot be put into block-bitmap-mapping.
-  for (const node of [streamNode(w).name, w.entry.target?.node ?? ""]) {
-    if (Buffer.byteLength(node) > MAX_NODE_NAME_BYTES) {
-      addError(
-        w.entry,
-        "NAME_TOO_LONG",
-        `node-name '${node.slice(0, 40)}…' is ${Buffer.byteLength(node)} bytes; QEMU's block-bitmap-mapping accepts at most ${MAX_NODE_NAME_BYTES}`,
-      );
-    }
+  checkNodeName(w, streamNode(w).name);
+  checkNodeName(w, t?.node ?? "");
+}
+
+function checkBitmapName(w: Work, name: string): void {
+  if (!mayExceed(name, MAX_BITMAP_NAME_BYTES)) return;
+  addError(
+    w.entry,
+    "NAME_TOO_LONG",
+    `bitmap name '${name.slice(0, 40)}…' is ${Buffer.byteLength(name)} bytes; QEMU accepts at most ${MAX_BITMAP_NAME_BYTES}. Rename it with a per-bitmap map entry`,
+  );
+}
+
+function checkNodeName(w: Work, node: string): void {
+  if (!mayExceed(node, MAX_NODE_NAME_BYTES)) return;
+  addError(
+    w.entry,
+    "NAME_TOO_LONG",
+    `node-name '${node.slice(0, 40)}…' is ${Buffer.byteLength(node)} bytes; QEMU's block-bitmap-mapping accepts at most ${MAX_NODE_NAME_BYTES}`,
+  );
+}
+
+/** The bitmap called `name` among `list`: a scan, as nodes carry few bitmaps. */
+function named<T extends { name: string }>(list: readonly T[], name: string): T | undefined {
+  for (let i6 = 0, of6 = list; i6 < of6.length; i6++) {
+    const x = of6[i6];
+    if (x === undefined) continue;
+    if (x.name === name) return x;
   }
+  return undefined;
 }
 
 function checkDestination(w: Work, dst: BlockNode, ctx: CheckCtx): void {
@@ -177,39 +212,40 @@ function checkDestination(w: Work, dst: BlockNode, ctx: CheckCtx): void {
   if (!t) return;
   const src = w.node;
   const g = w.bitmap.granularity;
-  const dstDesc = describeNode(dst, ctx.dst);
+  // Described only for an error: most bitmaps have none.
+  const desc = (): string => describeNode(dst, ctx.dst);
   if (dst.readOnly) {
     addTargetError(
       w.entry,
       "TARGET_READ_ONLY",
-      `destination ${dstDesc} is read-only: QEMU cannot create bitmap '${t.bitmap}' there`,
+      `destination ${desc()} is read-only: QEMU cannot create bitmap '${t.bitmap}' there`,
     );
   }
   if (dst.size < src.size) {
     addTargetError(
       w.entry,
       "TARGET_TOO_SMALL",
-      `destination ${dstDesc} is ${dst.size} bytes, smaller than the source's ${src.size}: QEMU would crash the destination ` +
+      `destination ${desc()} is ${dst.size} bytes, smaller than the source's ${src.size}: QEMU would crash the destination ` +
         `(hbitmap assertion) after the source reported success. Give the destination node at least ${src.size} bytes`,
     );
   } else if (dst.size > src.size && src.size % (64 * g) !== 0) {
     addTargetError(
       w.entry,
       "TARGET_SIZE_MISMATCH",
-      `destination ${dstDesc} is ${dst.size} bytes, larger than the source's ${src.size}, and the source size is not a ` +
+      `destination ${desc()} is ${dst.size} bytes, larger than the source's ${src.size}, and the source size is not a ` +
         `multiple of 64 × the granularity (${64 * g}): QEMU 7.2 would crash the destination. Make both nodes the same size`,
     );
   }
-  const inRam = dst.bitmaps.find((b) => b.name === t.bitmap);
+  const inRam = named(dst.bitmaps, t.bitmap);
   if (inRam) {
     addTargetError(
       w.entry,
       "TARGET_BITMAP_EXISTS",
-      `destination ${dstDesc} already has a bitmap '${t.bitmap}' in memory: QEMU would kill the destination. Remove it there ` +
+      `destination ${desc()} already has a bitmap '${t.bitmap}' in memory: QEMU would kill the destination. Remove it there ` +
         `(block-dirty-bitmap-remove) or rename this one with a map entry`,
     );
   } else {
-    const stored = dst.storedBitmaps.find((s) => s.name === t.bitmap);
+    const stored = named(dst.storedBitmaps, t.bitmap);
     // An in-use copy is what a shared image shows while the source holds it open: the migrated bitmap replaces it.
     // Anything else makes the destination's activation fail ("Bitmap already exists").
     const sharedCopy = stored?.inUse === true && w.bitmap.name === t.bitmap && w.bitmap.persistent;
@@ -217,7 +253,7 @@ function checkDestination(w: Work, dst: BlockNode, ctx: CheckCtx): void {
       addTargetError(
         w.entry,
         "TARGET_BITMAP_EXISTS",
-        `destination ${dstDesc} stores a bitmap '${t.bitmap}' in its image${stored.inUse ? " (flagged in use)" : ""}: the ` +
+        `destination ${desc()} stores a bitmap '${t.bitmap}' in its image${stored.inUse ? " (flagged in use)" : ""}: the ` +
           `destination would fail to activate the disk after the migration. Remove it before starting the destination ` +
           `(qemu-img bitmap --remove ${dst.filename ?? "IMAGE"} ${t.bitmap}) or rename this one with a map entry`,
       );
@@ -227,7 +263,7 @@ function checkDestination(w: Work, dst: BlockNode, ctx: CheckCtx): void {
     addTargetError(
       w.entry,
       "PERSISTENCE_UNSUPPORTED",
-      `bitmap '${t.bitmap}' would be persistent on destination ${dstDesc} (driver ${dst.driver}), which cannot store bitmaps ` +
+      `bitmap '${t.bitmap}' would be persistent on destination ${desc()} (driver ${dst.driver}), which cannot store bitmaps ` +
         `(only qcow2 v3 can): it would vanish at the destination's next shutdown. To accept that, map it with ` +
         `persistent: false: {source: {node: ${src.name}, bitmap: ${w.bitmap.name}}, target: {node: ${dst.name}, persistent: false}}`,
     );
@@ -247,29 +283,38 @@ function checkSharedImages(work: Work[], ctx: CheckCtx): void {
     if (n.driver === "qcow2" && n.filename !== undefined && !n.readOnly) sourceOf.set(n.filename, n);
   }
   if (sourceOf.size === 0) return;
-  const key = (node: string, bitmap: string): string => `${node}\u0000${bitmap}`;
-  const leaving = new Set<string>();
-  const arriving = new Map<string, Work[]>();
-  for (const w of work) {
+  // By node, then by bitmap name: no key strings to build and hash for every bitmap.
+  const leaving = new PairSet();
+  const arriving = new PairMap<Work[]>();
+  for (let i7 = 0, of7 = work; i7 < of7.length; i7++) {
+    const w = of7[i7];
+    if (w === undefined) continue;
     const t = w.entry.target;
     if (w.entry.action !== "migrate") continue;
-    if (!w.merge) leaving.add(key(w.node.name, w.bitmap.name));
+    if (!w.merge) leaving.add(w.node.name, w.bitmap.name);
     if (!t) continue;
-    const list = arriving.get(key(t.node, t.bitmap));
+    const list = arriving.get(t.node, t.bitmap);
     if (list) list.push(w);
-    else arriving.set(key(t.node, t.bitmap), [w]);
+    else arriving.set(t.node, t.bitmap, [w]);
   }
-  const rowOf = new Map(work.map((w) => [w.bitmap, w]));
+  let rowOf: Map<Bitmap, Work> | undefined;
   const seen = new Set<string>();
-  for (const dst of ctx.dst.graph.nodes) {
+  for (let i8 = 0, of8 = ctx.dst.graph.nodes; i8 < of8.length; i8++) {
+    const dst = of8[i8];
+    if (dst === undefined) continue;
     const src = dst.driver === "qcow2" && dst.filename !== undefined ? sourceOf.get(dst.filename) : undefined;
     if (!src || seen.has(dst.name)) continue;
     seen.add(dst.name);
-    const inMemory = new Set(dst.bitmaps.map((x) => x.name));
-    for (const b of src.bitmaps) {
-      if (!b.persistent || b.inconsistent || leaving.has(key(src.name, b.name))) continue;
-      const incoming = arriving.get(key(dst.name, b.name));
-      const row = inMemory.has(b.name) ? rowOf.get(b) : undefined;
+    const inMemory = dst.bitmaps.length === 0 ? undefined : new Set(dst.bitmaps.map((x) => x.name));
+    for (let i9 = 0, of9 = src.bitmaps; i9 < of9.length; i9++) {
+      const b = of9[i9];
+      if (b === undefined) continue;
+      if (!b.persistent || b.inconsistent || leaving.has(src.name, b.name)) continue;
+      const incoming = arriving.get(dst.name, b.name);
+      const row =
+        inMemory?.has(b.name) === true
+          ? (rowOf ??= new Map(work.map((w) => [w.bitmap, w]))).get(b)
+          : undefined;
       if (!incoming && !row) continue;
       // Messages are built only for the conflicts: most stored bitmaps of a shared image conflict with nothing.
       const dstDesc = describeNode(dst, ctx.dst);
@@ -277,7 +322,9 @@ function checkSharedImages(work: Work[], ctx: CheckCtx): void {
         `the source stores its bitmap '${b.name}' (which does not migrate) in image ${dst.filename ?? ""}, which ` +
         `destination ${dstDesc} opens too, when it hands the disk over; the destination would then fail to activate ` +
         `the disk ("Bitmap already exists")`;
-      for (const w of incoming ?? []) {
+      for (let i10 = 0, of10 = incoming ?? []; i10 < of10.length; i10++) {
+        const w = of10[i10];
+        if (w === undefined) continue;
         addTargetError(
           w.entry,
           "TARGET_BITMAP_EXISTS",
@@ -300,27 +347,29 @@ function checkSharedImages(work: Work[], ctx: CheckCtx): void {
 
 /** QEMU's mapping pairs nodes one to one, and two bitmaps cannot land on one name. */
 function checkGroups(migrating: Work[]): void {
-  const byTarget = new Map<string, Work[]>();
-  const dstsOfSrc = new Map<string, Set<string>>();
-  const srcsOfDst = new Map<string, Set<string>>();
-  for (const w of migrating) {
+  const byTarget = new PairMap<Work[]>();
+  const dstsOfSrc = new Fans();
+  const srcsOfDst = new Fans();
+  for (let i11 = 0, of11 = migrating; i11 < of11.length; i11++) {
+    const w = of11[i11];
+    if (w === undefined) continue;
     const t = w.entry.target;
     if (!t) continue;
-    const key = `${t.node}\u0000${t.bitmap}`;
-    const list = byTarget.get(key) ?? [];
-    list.push(w);
-    byTarget.set(key, list);
-    const a = dstsOfSrc.get(streamNode(w).name) ?? new Set<string>();
-    a.add(t.node);
-    dstsOfSrc.set(streamNode(w).name, a);
-    const b = srcsOfDst.get(t.node) ?? new Set<string>();
-    b.add(streamNode(w).name);
-    srcsOfDst.set(t.node, b);
+    const list = byTarget.get(t.node, t.bitmap);
+    if (list) list.push(w);
+    else byTarget.set(t.node, t.bitmap, [w]);
+    const from = streamNode(w).name;
+    dstsOfSrc.add(from, t.node);
+    srcsOfDst.add(t.node, from);
   }
-  for (const group of byTarget.values()) {
+  for (let i12 = 0, of12 = byTarget.values(); i12 < of12.length; i12++) {
+    const group = of12[i12];
+    if (group === undefined) continue;
     if (group.length < 2) continue;
     const names = listOf(group.map((w) => `'${w.node.name}/${w.bitmap.name}'`));
-    for (const w of group) {
+    for (let i13 = 0, of13 = group; i13 < of13.length; i13++) {
+      const w = of13[i13];
+      if (w === undefined) continue;
       const t = w.entry.target;
       if (!t) continue;
       addTargetError(
@@ -330,23 +379,25 @@ function checkGroups(migrating: Work[]): void {
       );
     }
   }
-  for (const w of migrating) {
+  for (let i14 = 0, of14 = migrating; i14 < of14.length; i14++) {
+    const w = of14[i14];
+    if (w === undefined) continue;
     const t = w.entry.target;
     if (!t) continue;
-    const fanOut = dstsOfSrc.get(streamNode(w).name);
-    if (fanOut && fanOut.size > 1) {
+    const fanOut = dstsOfSrc.count(streamNode(w).name);
+    if (fanOut > 1) {
       addTargetError(
         w.entry,
         "MAPPING_INEXPRESSIBLE",
-        `the bitmaps of source node '${streamNode(w).name}' would go to ${fanOut.size} destination nodes (${listOf([...fanOut])}); QEMU's mapping sends all bitmaps of one node to one node. Send them to one node, or skip some`,
+        `the bitmaps of source node '${streamNode(w).name}' would go to ${fanOut} destination nodes (${listOf(dstsOfSrc.list(streamNode(w).name))}); QEMU's mapping sends all bitmaps of one node to one node. Send them to one node, or skip some`,
       );
     }
-    const fanIn = srcsOfDst.get(t.node);
-    if (fanIn && fanIn.size > 1) {
+    const fanIn = srcsOfDst.count(t.node);
+    if (fanIn > 1) {
       addTargetError(
         w.entry,
         "MAPPING_INEXPRESSIBLE",
-        `destination node '${t.node}' would receive bitmaps from ${fanIn.size} source nodes (${listOf([...fanIn])}); QEMU's mapping pairs nodes one to one. Send them to different nodes, or skip some`,
+        `destination node '${t.node}' would receive bitmaps from ${fanIn} source nodes (${listOf(srcsOfDst.list(t.node))}); QEMU's mapping pairs nodes one to one. Send them to different nodes, or skip some`,
       );
     }
   }
@@ -386,7 +437,9 @@ function checkQemu(migrating: Work[], ctx: CheckCtx): void {
   }
   const canTransform =
     input.sourceQemu.features.mappingTransform || input.destinationQemu.features.mappingTransform;
-  for (const w of migrating) {
+  for (let i15 = 0, of15 = migrating; i15 < of15.length; i15++) {
+    const w = of15[i15];
+    if (w === undefined) continue;
     const t = w.entry.target;
     // A merged chain travels as a temporary, transient bitmap.
     const sourcePersistent = w.merge ? false : w.bitmap.persistent;

@@ -1,7 +1,7 @@
-import type { z } from "zod";
 import type { ExecuteOptions, QmpClient } from "../qmp/client.js";
 import { QapiSchema } from "../qmp/schema.js";
 import { BitferryError } from "../util/errors.js";
+import { GuardFailure, type Guard } from "./guard.js";
 import {
   BlockGraph,
   BlockInfoList,
@@ -17,6 +17,8 @@ import {
   type BlockDeviceInfo,
   type BlockInfo,
   type BlockJobInfo,
+  type StatusInfo as StatusInfoType,
+  type BlockGraph as BlockGraphType,
 } from "./replies.js";
 
 /** QEMU answered, but not in the shape this QEMU version is documented to use. */
@@ -31,16 +33,13 @@ export class QemuReplyError extends BitferryError {
 }
 
 /** Checks one QMP reply against its schema; a mismatch is a QemuReplyError naming the command and the field. */
-export function validateReply<T extends z.ZodType>(schema: T, command: string, raw: unknown): z.infer<T> {
-  const parsed = schema.safeParse(raw);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new QemuReplyError(
-      command,
-      issue ? `${issue.path.join(".") || "(root)"}: ${issue.message}` : "invalid",
-    );
+export function validateReply<T>(schema: Guard<T>, command: string, raw: unknown): T {
+  try {
+    return schema.check(raw);
+  } catch (err) {
+    if (!(err instanceof GuardFailure)) throw err;
+    throw new QemuReplyError(command, `${err.path.join(".") || "(root)"}: ${err.issue}`);
   }
-  return parsed.data;
 }
 
 export interface BitmapRef {
@@ -76,12 +75,17 @@ export interface QemuFeatures {
 }
 
 /**
+ * The schema of each monitor connection, probed once however many QemuMonitor wrappers it gets (a library caller
+ * passing a QmpClient gets a new wrapper per call): QEMU's schema is its largest reply, and it cannot change while
+ * the connection lives.
+ */
+const schemas = new WeakMap<QmpClient, Promise<QapiSchema>>();
+
+/**
  * Typed wrappers for the QMP commands bitferry uses. Every reply is validated; argument objects are built here so
  * the rest of the code never spells a QMP key.
  */
 export class QemuMonitor {
-  private schemaPromise: Promise<QapiSchema> | undefined;
-
   constructor(readonly qmp: QmpClient) {}
 
   get label(): string {
@@ -89,12 +93,12 @@ export class QemuMonitor {
   }
 
   /** Runs a command and validates its reply against `schema`. */
-  async call<T extends z.ZodType>(
-    schema: T,
+  async call<T>(
+    schema: Guard<T>,
     command: string,
     args?: Record<string, unknown>,
     options?: ExecuteOptions,
-  ): Promise<z.infer<T>> {
+  ): Promise<T> {
     return validateReply(schema, command, await this.qmp.execute(command, args, options));
   }
 
@@ -104,11 +108,15 @@ export class QemuMonitor {
   }
 
   schema(): Promise<QapiSchema> {
-    this.schemaPromise ??= this.qmp.execute("query-qmp-schema").then((raw) => {
-      if (!Array.isArray(raw)) throw new QemuReplyError("query-qmp-schema", "(root): expected a list");
-      return new QapiSchema(raw);
-    });
-    return this.schemaPromise;
+    let schema = schemas.get(this.qmp);
+    if (!schema) {
+      schema = this.qmp.execute("query-qmp-schema").then((raw) => {
+        if (!Array.isArray(raw)) throw new QemuReplyError("query-qmp-schema", "(root): expected a list");
+        return new QapiSchema(raw);
+      });
+      schemas.set(this.qmp, schema);
+    }
+    return schema;
   }
 
   async features(): Promise<QemuFeatures> {
@@ -137,7 +145,7 @@ export class QemuMonitor {
     return this.call(BlockInfoList, "query-block");
   }
 
-  blockGraph(): Promise<z.infer<typeof BlockGraph>> {
+  blockGraph(): Promise<BlockGraphType> {
     return this.call(BlockGraph, "x-debug-query-block-graph");
   }
 
@@ -229,7 +237,7 @@ export class QemuMonitor {
 
   // ---- run state and identity ----
 
-  status(options?: ExecuteOptions): Promise<z.infer<typeof StatusInfo>> {
+  status(options?: ExecuteOptions): Promise<StatusInfoType> {
     return this.call(StatusInfo, "query-status", undefined, options);
   }
 

@@ -1,135 +1,147 @@
-import { z } from "zod";
+import {
+  array,
+  boolean,
+  number,
+  object,
+  optional,
+  pattern,
+  safeInt,
+  string,
+  type Guard,
+  type Infer,
+} from "./guard.js";
 
 /**
- * Schemas of the QMP replies bitferry reads. Validated at the boundary so that a QEMU whose replies changed fails
+ * Shapes of the QMP replies bitferry reads. Validated at the boundary so that a QEMU whose replies changed fails
  * with a clear message here, not with `undefined` three layers later. Unknown keys are ignored: newer QEMUs add them.
  */
 
-const safeInt = z.number().int().refine(Number.isSafeInteger, "integer beyond 2^53");
-
-export const BlockDirtyInfo = z.object({
-  name: z.string().optional(),
+export const BlockDirtyInfo = object({
+  name: optional(string),
   count: safeInt,
   granularity: safeInt,
-  recording: z.boolean(),
-  busy: z.boolean(),
-  persistent: z.boolean(),
-  inconsistent: z.boolean().optional(),
+  recording: boolean,
+  busy: boolean,
+  persistent: boolean,
+  inconsistent: optional(boolean),
 });
-export type BlockDirtyInfo = z.infer<typeof BlockDirtyInfo>;
+export type BlockDirtyInfo = Infer<typeof BlockDirtyInfo>;
 
-export const Qcow2StoredBitmap = z.object({
-  name: z.string(),
+export const Qcow2StoredBitmap = object({
+  name: string,
   granularity: safeInt,
-  flags: z.array(z.string()),
+  flags: array(string),
 });
-export type Qcow2StoredBitmap = z.infer<typeof Qcow2StoredBitmap>;
+export type Qcow2StoredBitmap = Infer<typeof Qcow2StoredBitmap>;
 
-const ImageInfo = z.object({
+const ImageInfo = object({
   "virtual-size": safeInt,
-  filename: z.string().optional(),
-  format: z.string().optional(),
-  "format-specific": z
-    .object({
-      type: z.string(),
-      data: z
-        .object({
-          compat: z.string().optional(),
-          bitmaps: z.array(Qcow2StoredBitmap).optional(),
-        })
-        .optional(),
-    })
-    .optional(),
+  filename: optional(string),
+  format: optional(string),
+  "format-specific": optional(
+    object({
+      type: string,
+      data: optional(
+        object({
+          compat: optional(string),
+          bitmaps: optional(array(Qcow2StoredBitmap)),
+        }),
+      ),
+    }),
+  ),
 });
 
-export const BlockDeviceInfo = z.object({
-  "node-name": z.string(),
-  drv: z.string(),
-  ro: z.boolean(),
-  file: z.string().optional(),
+export const BlockDeviceInfo = object({
+  "node-name": string,
+  drv: string,
+  ro: boolean,
+  file: optional(string),
   image: ImageInfo,
-  "dirty-bitmaps": z.array(BlockDirtyInfo).optional(),
+  "dirty-bitmaps": optional(array(BlockDirtyInfo)),
 });
-export type BlockDeviceInfo = z.infer<typeof BlockDeviceInfo>;
+export type BlockDeviceInfo = Infer<typeof BlockDeviceInfo>;
 
-export const NamedBlockNodes = z.array(BlockDeviceInfo);
+export const NamedBlockNodes = array(BlockDeviceInfo);
 
-export const BlockInfo = z.object({
-  device: z.string(),
-  qdev: z.string().optional(),
-  inserted: z.object({ "node-name": z.string() }).optional(),
+export const BlockInfo = object({
+  device: string,
+  qdev: optional(string),
+  inserted: optional(object({ "node-name": string })),
 });
-export type BlockInfo = z.infer<typeof BlockInfo>;
-export const BlockInfoList = z.array(BlockInfo);
+export type BlockInfo = Infer<typeof BlockInfo>;
+export const BlockInfoList = array(BlockInfo);
 
-export const BlockGraph = z.object({
-  nodes: z.array(z.object({ id: safeInt, type: z.string(), name: z.string() })),
-  edges: z.array(z.object({ parent: safeInt, child: safeInt, name: z.string() })),
+export const BlockGraph = object({
+  nodes: array(object({ id: safeInt, type: string, name: string })),
+  edges: array(object({ parent: safeInt, child: safeInt, name: string })),
 });
-export type BlockGraph = z.infer<typeof BlockGraph>;
+export type BlockGraph = Infer<typeof BlockGraph>;
 
-export const StatusInfo = z.object({ status: z.string(), running: z.boolean() });
-export type StatusInfo = z.infer<typeof StatusInfo>;
+export const StatusInfo = object({ status: string, running: boolean });
+export type StatusInfo = Infer<typeof StatusInfo>;
 
-export const MigrationCapabilityList = z.array(z.object({ capability: z.string(), state: z.boolean() }));
+export const MigrationCapabilityList = array(object({ capability: string, state: boolean }));
 
-export const BitmapAliasMapping = z.array(
-  z.object({
-    "node-name": z.string(),
-    alias: z.string(),
-    bitmaps: z.array(
-      z.object({
-        name: z.string(),
-        alias: z.string(),
-        transform: z.object({ persistent: z.boolean().optional() }).optional(),
+export const BitmapAliasMapping = array(
+  object({
+    "node-name": string,
+    alias: string,
+    bitmaps: array(
+      object({
+        name: string,
+        alias: string,
+        transform: optional(object({ persistent: optional(boolean) })),
       }),
     ),
   }),
 );
-export type BitmapAliasMapping = z.infer<typeof BitmapAliasMapping>;
+export type BitmapAliasMapping = Infer<typeof BitmapAliasMapping>;
 
-export const MigrationParameters = z.object({
-  "downtime-limit": safeInt.optional(),
-  "max-bandwidth": safeInt.optional(),
-  "block-bitmap-mapping": BitmapAliasMapping.optional(),
+export const MigrationParameters = object({
+  "downtime-limit": optional(safeInt),
+  "max-bandwidth": optional(safeInt),
+  "block-bitmap-mapping": optional(BitmapAliasMapping),
 });
-export type MigrationParameters = z.infer<typeof MigrationParameters>;
+export type MigrationParameters = Infer<typeof MigrationParameters>;
 
-const RamStats = z.object({
+const RamStats = object({
   transferred: safeInt,
   remaining: safeInt,
   total: safeInt,
-  mbps: z.number().optional(),
-  "dirty-sync-count": safeInt.optional(),
+  mbps: optional(number),
+  "dirty-sync-count": optional(safeInt),
 });
 
-export const MigrationInfo = z.object({
-  status: z.string().optional(),
-  "error-desc": z.string().optional(),
-  "total-time": safeInt.optional(),
-  downtime: safeInt.optional(),
-  "expected-downtime": safeInt.optional(),
-  "setup-time": safeInt.optional(),
-  ram: RamStats.optional(),
+export const MigrationInfo = object({
+  status: optional(string),
+  "error-desc": optional(string),
+  "total-time": optional(safeInt),
+  downtime: optional(safeInt),
+  "expected-downtime": optional(safeInt),
+  "setup-time": optional(safeInt),
+  ram: optional(RamStats),
 });
-export type MigrationInfo = z.infer<typeof MigrationInfo>;
+export type MigrationInfo = Infer<typeof MigrationInfo>;
 
-export const Sha256Reply = z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/) });
+export const Sha256Reply = object({ sha256: pattern(/^[0-9a-f]{64}$/) });
 
-export const VersionInfo = z.object({
-  qemu: z.object({ major: safeInt, minor: safeInt, micro: safeInt }),
-  package: z.string(),
+export const VersionInfo = object({
+  qemu: object({ major: safeInt, minor: safeInt, micro: safeInt }),
+  package: string,
 });
+export type VersionInfo = Infer<typeof VersionInfo>;
 
-export const MemorySizeSummary = z.object({ "base-memory": safeInt, "plugged-memory": safeInt.optional() });
+export const MemorySizeSummary = object({ "base-memory": safeInt, "plugged-memory": optional(safeInt) });
 
-export const BlockJobInfo = z.object({
-  device: z.string(),
-  type: z.string(),
+export const BlockJobInfo = object({
+  device: string,
+  type: string,
   len: safeInt,
   offset: safeInt,
-  ready: z.boolean(),
-  status: z.string().optional(),
+  ready: boolean,
+  status: optional(string),
 });
-export const BlockJobInfoList = z.array(BlockJobInfo);
-export type BlockJobInfo = z.infer<typeof BlockJobInfo>;
+export const BlockJobInfoList = array(BlockJobInfo);
+export type BlockJobInfo = Infer<typeof BlockJobInfo>;
+
+export type { Guard };

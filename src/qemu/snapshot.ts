@@ -1,4 +1,3 @@
-import type { z } from "zod";
 import { QmpCommandError } from "../qmp/errors.js";
 import { validateReply, type QemuFeatures, type QemuMonitor } from "./monitor.js";
 import {
@@ -41,8 +40,8 @@ export interface QemuSnapshot {
   runState: string;
   namedNodes: BlockDeviceInfo[];
   blockBackends: BlockInfo[];
-  blockGraph: z.infer<typeof BlockGraph> | undefined;
-  migrationParameters: z.infer<typeof MigrationParameters>;
+  blockGraph: BlockGraph | undefined;
+  migrationParameters: MigrationParameters;
   migrationCapabilities: Record<string, boolean>;
   guestMemoryBytes: number | undefined;
   features: QemuFeatures;
