@@ -8,6 +8,7 @@ import type { BenchRow as InspectRow } from "./inspect.js";
 import type { ProfileSummary } from "./lib/cpuprofile.js";
 import { fmtBytes, fmtMs, fmtRatio, type Summary } from "./lib/stats.js";
 import type { BenchResults } from "./run.js";
+import type { TransportsResult } from "./transports.js";
 
 export interface Target {
   id: string;
@@ -634,6 +635,57 @@ function inspectSection(r: BenchResults): string[] {
   return lines;
 }
 
+const TRANSPORT_LABELS: Record<string, string> = {
+  unix: "unix socket, one host (the floor)",
+  plaintext: "plaintext TCP (`--insecure`)",
+  tls: "QEMU's TLS (`--tls-creds`)",
+  "ssh-tunnel": "SSH tunnel (the default)",
+};
+
+function transportsSection(t: TransportsResult | undefined): string[] {
+  if (!t) return [];
+  const lines = ["## 5. Transports", ""];
+  if (t.status === "skipped") {
+    lines.push(`**Not measured:** ${t.reason ?? "skipped"}.`, "");
+    return lines;
+  }
+  const floor = t.rows.find((x) => x.transport === "unix")?.ms;
+  lines.push(
+    `The same migration over each transport: a ${fmtBytes(t.diskBytes)} qcow2 disk full of data copied with ` +
+      "`copyStorage` (bitferry's `--copy-storage`), one persistent bitmap at 64 KiB granularity, the destination " +
+      "paused (`-S`) so every bitmap can be verified strictly. The destination is a network namespace on this " +
+      "machine behind a veth pair with its own sshd (`test/helpers/hosts.ts`): no real network, so what is " +
+      "measured is what each transport costs the CPUs. Fresh QEMUs for every run, the transports alternated " +
+      `run by run, ${t.rounds} round${t.rounds === 1 ? "" : "s"}. Time is the wall time of \`migrate()\`; ` +
+      "throughput is the bytes the disk copy moved over that time.",
+    "",
+    "| transport | runs | time ms, median (min–max) | copy throughput MB/s | × unix floor | verified strictly |",
+    "|---|---|---|---|---|---|",
+  );
+  for (const row of t.rows) {
+    const tp =
+      row.mbPerS.n > 0
+        ? `${row.mbPerS.median.toFixed(0)} (${row.mbPerS.min.toFixed(0)}–${row.mbPerS.max.toFixed(0)})`
+        : "n/a";
+    const runs = `${row.ms.n}${row.failed > 0 ? ` (+${row.failed} failed)` : ""}`;
+    lines.push(
+      `| ${TRANSPORT_LABELS[row.transport] ?? row.transport} | ${runs} | ${ms(row.ms)} | ${tp} | ${fmtRatio(floor && floor.n > 0 && row.ms.n > 0 ? row.ms.median / floor.median : NaN)} | ${row.verifiedStrict ? "yes" : "no"} |`,
+    );
+  }
+  lines.push(
+    "",
+    "What each costs and which to choose: plaintext TCP costs little over the unix floor (one more trip through " +
+      "the network stack), but anyone on the network can read and alter the stream. QEMU's TLS and the SSH tunnel " +
+      "both pay for encryption on the same cores that run the migration; the tunnel adds one more copy through the " +
+      "ssh processes and, from a third host, passes everything through that host. Choose the tunnel for anything " +
+      "you start by hand (nothing to set up, nothing exposed), QEMU's TLS where a PKI exists already and the stream " +
+      "should go directly between the hosts (large disks, a management host far from both), and plaintext only on " +
+      "a network nobody else reaches. See `docs/across-hosts.md`.",
+    "",
+  );
+  return lines;
+}
+
 function findingsSection(r: BenchResults): string[] {
   const lines = [
     "## Where the time goes",
@@ -807,6 +859,7 @@ export function renderReport(r: BenchResults): string {
     ...migrationSection(r),
     ...downtimeSection(r),
     ...inspectSection(r),
+    ...transportsSection(r.transports),
     ...failuresSection(r),
     ...findingsSection(r),
   );

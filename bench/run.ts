@@ -2,7 +2,8 @@
  * bitferry's benchmarks (GitHub issue 9):
  *
  *   npm run bench                       every section; writes bench/results/latest.json and docs/performance.md
- *   npm run bench -- --only=migration   some sections (planning, plan-e2e, migration, downtime, inspect); writes
+ *   npm run bench -- --only=migration   some sections (planning, plan-e2e, migration, downtime, inspect,
+ *                                       transports); writes
  *                                       bench/results/partial.json and leaves the full results alone
  *   npm run bench -- --quick            fewer runs and smaller sizes, to check that everything works
  *   npm run bench -- --report           no measuring: render docs/performance.md again from latest.json (after a
@@ -26,10 +27,11 @@ import { benchMigration, type MigrationResult } from "./migration.js";
 import { benchPlanE2e, type PlanE2eResult } from "./plan-e2e.js";
 import { benchPlanning, type PlanningResult } from "./planning/index.js";
 import { evaluateTargets, renderReport, type Target } from "./report.js";
+import { benchTransports, type TransportsResult } from "./transports.js";
 
 const execFileP = promisify(execFile);
 
-const SECTIONS = ["planning", "plan-e2e", "migration", "downtime", "inspect"] as const;
+const SECTIONS = ["planning", "plan-e2e", "migration", "downtime", "inspect", "transports"] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** What benchInspect (bench/inspect.ts, another engineer's) returns; kept loose so either side can evolve. */
@@ -54,6 +56,8 @@ export interface BenchResults {
   migration?: MigrationResult;
   downtime?: DowntimeResult;
   inspect?: InspectSection;
+  /** The same disk-copy migration over each transport (issue 14). */
+  transports?: TransportsResult;
   /** Runs in which bitferry failed where it should have succeeded (each retried on fresh QEMUs). */
   failures: RunFailure[];
   targets: Target[];
@@ -218,6 +222,14 @@ async function main(): Promise<void> {
         case "inspect":
           results.inspect = await runInspect(q);
           log(`inspect: ${results.inspect.note}`);
+          break;
+        case "transports":
+          results.transports = await benchTransports(lab, {
+            rounds: q ? 1 : 3,
+            diskBytes: (q ? 256 : 1024) * 2 ** 20,
+            log,
+            failures: results.failures,
+          });
           break;
       }
       results.sections.push({ name: section, ms: performance.now() - s0 });
