@@ -1,5 +1,3 @@
-// The loops over bitmaps and nodes index instead of using for-of: a plan runs once per process, mostly before V8
-// optimises it, and unoptimised for-of allocates an iterator result per element (a tenth of a plan's garbage).
 import type { QemuSnapshot } from "../qemu/snapshot.js";
 import type { BlockDeviceInfo } from "../qemu/replies.js";
 import { filteredChildRole, isFilterDriver } from "./filters.js";
@@ -11,15 +9,10 @@ export function buildGraph(snap: QemuSnapshot): BlockGraph {
   const children = childrenByNode(snap, ids);
   const nodes = snap.namedNodes.map((info) => toNode(info, children.get(info["node-name"]) ?? []));
   const byName = new Map<string, BlockNode>();
-  for (let i = 0, list = nodes; i < list.length; i++) {
-    const n = list[i];
-    if (n !== undefined) byName.set(n.name, n);
-  }
+  for (const n of nodes) byName.set(n.name, n);
   const drives: Drive[] = [];
   const roots = backendRoots(snap, ids);
-  for (let i1 = 0, of1 = snap.blockBackends; i1 < of1.length; i1++) {
-    const bb = of1[i1];
-    if (bb === undefined) continue;
+  for (const bb of snap.blockBackends) {
     if (bb.device === "") continue;
     const root = roots.get(bb.device) ?? bb.inserted?.["node-name"];
     if (root === undefined) continue; // a drive without medium has no node at all
@@ -33,9 +26,7 @@ function toNode(info: BlockDeviceInfo, children: Child[]): BlockNode {
   const ro = info.ro;
   const bitmaps: Bitmap[] = [];
   let anonymous = 0;
-  for (let i2 = 0, of2 = info["dirty-bitmaps"] ?? []; i2 < of2.length; i2++) {
-    const b = of2[i2];
-    if (b === undefined) continue;
+  for (const b of info["dirty-bitmaps"] ?? []) {
     if (b.name === undefined) {
       anonymous++;
       continue;
@@ -88,9 +79,7 @@ interface GraphIds {
 function indexGraph(snap: QemuSnapshot): GraphIds {
   const byId = new Map<number, GraphEntry>();
   const drivers = new Map<number, string>();
-  for (let i = 0, list = snap.blockGraph?.nodes ?? []; i < list.length; i++) {
-    const n = list[i];
-    if (n === undefined) continue;
+  for (const n of snap.blockGraph?.nodes ?? []) {
     byId.set(n.id, n);
     if (n.type === "block-driver") drivers.set(n.id, n.name);
   }
@@ -102,9 +91,7 @@ function childrenByNode(snap: QemuSnapshot, { drivers }: GraphIds): Map<string, 
   const out = new Map<string, Child[]>();
   const g = snap.blockGraph;
   if (!g) return out;
-  for (let i3 = 0, of3 = g.edges; i3 < of3.length; i3++) {
-    const e = of3[i3];
-    if (e === undefined) continue;
+  for (const e of g.edges) {
     const parent = drivers.get(e.parent);
     const child = drivers.get(e.child);
     if (parent === undefined || child === undefined) continue;
@@ -123,9 +110,7 @@ function backendRoots(snap: QemuSnapshot, { byId }: GraphIds): Map<string, strin
   const out = new Map<string, string>();
   const g = snap.blockGraph;
   if (!g) return out;
-  for (let i4 = 0, of4 = g.edges; i4 < of4.length; i4++) {
-    const e = of4[i4];
-    if (e === undefined) continue;
+  for (const e of g.edges) {
     const parent = byId.get(e.parent);
     const child = byId.get(e.child);
     if (

@@ -1,5 +1,3 @@
-// The loops over bitmaps and nodes index instead of using for-of: a plan runs once per process, mostly before V8
-// optimises it, and unoptimised for-of allocates an iterator result per element (a tenth of a plan's garbage).
 import type { BlockGraph, BlockNode, Drive } from "./model.js";
 
 export type ResolvedVia = "drive" | "node";
@@ -20,14 +18,10 @@ export class GraphLookup {
   private known: string | undefined;
 
   constructor(readonly graph: BlockGraph) {
-    for (let i1 = 0, of1 = graph.nodes; i1 < of1.length; i1++) {
-      const n = of1[i1];
-      if (n === undefined) continue;
+    for (const n of graph.nodes) {
       this.nodes.set(n.name, n);
     }
-    for (let i2 = 0, of2 = graph.drives; i2 < of2.length; i2++) {
-      const d = of2[i2];
-      if (d === undefined) continue;
+    for (const d of graph.drives) {
       this.drives.set(d.name, d);
       if (d.driveRoot !== undefined) {
         const list = this.drivesByRoot.get(d.driveRoot) ?? [];

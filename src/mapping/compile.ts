@@ -1,5 +1,3 @@
-// The loops over bitmaps and nodes index instead of using for-of: a plan runs once per process, mostly before V8
-// optimises it, and unoptimised for-of allocates an iterator result per element (a tenth of a plan's garbage).
 import { isStream, type Work } from "../policy/work.js";
 import type { BitmapAliasMapping } from "../qemu/replies.js";
 import { validateMapping } from "./validate.js";
@@ -32,9 +30,7 @@ export interface StreamBitmap {
 /** The stream bitmaps of a plan's rows: merged chains travel once, as their temporary bitmap on the top node. */
 export function streamBitmaps(work: readonly Work[]): StreamBitmap[] {
   const out: StreamBitmap[] = [];
-  for (let i1 = 0, of1 = work; i1 < of1.length; i1++) {
-    const w = of1[i1];
-    if (w === undefined) continue;
+  for (const w of work) {
     const t = w.entry.target;
     if (w.entry.action !== "migrate" || !t || !isStream(w)) continue;
     const m = w.merge;
@@ -69,9 +65,7 @@ export function compileMapping(bitmaps: readonly StreamBitmap[], transforms: Tra
     string,
     { src: BitmapAliasMapping[number]; dst: BitmapAliasMapping[number] }
   >();
-  for (let i2 = 0, of2 = bitmaps; i2 < of2.length; i2++) {
-    const b = of2[i2];
-    if (b === undefined) continue;
+  for (const b of bitmaps) {
     let pair = bySourceNode.get(b.sourceNode);
     if (!pair) {
       const alias = `n${bySourceNode.size}`;

@@ -1,5 +1,3 @@
-// The loops over bitmaps and nodes index instead of using for-of: a plan runs once per process, mostly before V8
-// optimises it, and unoptimised for-of allocates an iterator result per element (a tenth of a plan's garbage).
 import type { BitmapAliasMapping } from "../qemu/replies.js";
 
 /** Whether `s` is longer than `max` bytes in UTF-8, counted only when its length allows it (3 bytes a unit at most). */
@@ -45,9 +43,7 @@ export function validateMapping(mapping: BitmapAliasMapping, strict = true): str
   const wellFormed = /^[A-Za-z][A-Za-z0-9._-]*$/;
   // Pass 1: name -> alias (duplicate node-names and bitmap names).
   const nodeNames = new Set<string>();
-  for (let i1 = 0, of1 = mapping; i1 < of1.length; i1++) {
-    const n = of1[i1];
-    if (n === undefined) continue;
+  for (const n of mapping) {
     if (!wellFormed.test(n.alias)) return `The node alias '${n.alias}' is not well-formed`;
     if (longerThan(n.alias, 255)) return `The node alias '${n.alias}' is longer than 255 bytes`;
     if (longerThan(n["node-name"], 31)) return `The node name '${n["node-name"]}' is longer than 31 bytes`;
@@ -55,9 +51,7 @@ export function validateMapping(mapping: BitmapAliasMapping, strict = true): str
     nodeNames.add(n["node-name"]);
     const names = new Seen(n.bitmaps, "name");
     let i = 0;
-    for (let i2 = 0, of2 = n.bitmaps; i2 < of2.length; i2++) {
-      const b = of2[i2];
-      if (b === undefined) continue;
+    for (const b of n.bitmaps) {
       if (longerThan(b.alias, 255)) return `The bitmap alias '${b.alias}' is longer than 255 bytes`;
       if (longerThan(b.name, 1023)) return `The bitmap name '${b.name}' is longer than 1023 bytes`;
       if (names.before(i++)) return `The bitmap '${n["node-name"]}'/'${b.name}' is mapped twice`;
@@ -67,16 +61,12 @@ export function validateMapping(mapping: BitmapAliasMapping, strict = true): str
   }
   // Pass 2: alias -> name (duplicate aliases).
   const nodeAliases = new Set<string>();
-  for (let i3 = 0, of3 = mapping; i3 < of3.length; i3++) {
-    const n = of3[i3];
-    if (n === undefined) continue;
+  for (const n of mapping) {
     if (nodeAliases.has(n.alias)) return `The node alias '${n.alias}' is used twice`;
     nodeAliases.add(n.alias);
     const aliases = new Seen(n.bitmaps, "alias");
     let i = 0;
-    for (let i4 = 0, of4 = n.bitmaps; i4 < of4.length; i4++) {
-      const b = of4[i4];
-      if (b === undefined) continue;
+    for (const b of n.bitmaps) {
       if (aliases.before(i++)) return `The bitmap alias '${n.alias}'/'${b.alias}' is used twice`;
     }
   }

@@ -2,6 +2,7 @@ import { qemuPendingBytes } from "../policy/convergence.js";
 import type { MigrationInfo } from "../qemu/replies.js";
 import type { RunContext } from "./context.js";
 import { RunError } from "./errors.js";
+import { refused } from "./sides.js";
 
 /**
  * The convergence guard of DESIGN section 4 item 8: precopy that only bitmap data holds back gets a higher
@@ -79,22 +80,26 @@ export class ConvergenceGuard {
     ctx.progress("migrating", {
       message: `bitmap data holds the switchover back: raising downtime-limit ${current} → ${next} ms (bounded by --max-downtime ${max})`,
     });
-    await ctx.on(
-      ctx.src,
-      (m) => m.setMigrationParameters({ "downtime-limit": next }),
-      "raising downtime-limit",
-    );
+    const raise = (): Promise<void> =>
+      ctx.on(ctx.src, (m) => m.setMigrationParameters({ "downtime-limit": next }), "raising downtime-limit");
     const first = seen.downtimeRaised === undefined;
-    seen.downtimeRaised = next;
     const original = seen.downtimeOriginal;
     if (first && original !== undefined) {
-      ctx.steps.push({
-        name: "downtime-limit",
-        side: "source",
-        what: `the source's downtime-limit (raised from ${original} ms)`,
-        clean: () => ctx.src.undo((m) => m.setMigrationParameters({ "downtime-limit": original })),
-      });
+      // Recorded before the first raise is sent: QEMU takes it even if --timeout or Ctrl-C fires first.
+      await ctx.steps.sent(
+        {
+          name: "downtime-limit",
+          side: "source",
+          what: `the source's downtime-limit (raised from ${original} ms)`,
+          clean: () => ctx.src.undo((m) => m.setMigrationParameters({ "downtime-limit": original })),
+        },
+        raise,
+        refused,
+      );
+    } else {
+      await raise();
     }
+    seen.downtimeRaised = next;
     return true;
   }
 

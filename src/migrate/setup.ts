@@ -1,7 +1,7 @@
 import { QmpCommandError } from "../qmp/errors.js";
 import type { RunContext } from "./context.js";
 import { RunError } from "./errors.js";
-import { RUNNING_STATUSES, type Side } from "./sides.js";
+import { refused, RUNNING_STATUSES, type Side } from "./sides.js";
 import { setupTransport } from "./transport.js";
 
 /**
@@ -59,20 +59,24 @@ async function setCapabilities(
     }
   }
   if (Object.keys(change).length === 0) return;
-  await ctx.on(side, (m) => m.setMigrationCapabilities(change), "setting migration capabilities");
-  ctx.steps.push({
-    name: "capabilities",
-    side: side.name,
-    what: `the ${side.name}'s migration capabilities (${Object.keys(change).join(", ")})`,
-    clean: async () => {
-      // QEMU refuses capability changes while a migration runs: they stay. A destination that only listens
-      // reports `setup` from QEMU 10.0 on (7.2 reports nothing) and takes the change (observed on both).
-      const now = (await side.undo((m) => m.migrationInfo())).status;
-      const listening = side.name === "destination" && now === "setup";
-      if (now !== undefined && RUNNING_STATUSES.has(now) && !listening) return;
-      await side.undo((m) => m.setMigrationCapabilities(original));
+  // Recorded before the command is sent: QEMU takes the change even if --timeout or Ctrl-C fires first.
+  await ctx.steps.sent(
+    {
+      name: "capabilities",
+      side: side.name,
+      what: `the ${side.name}'s migration capabilities (${Object.keys(change).join(", ")})`,
+      clean: async () => {
+        // QEMU refuses capability changes while a migration runs: they stay. A destination that only listens
+        // reports `setup` from QEMU 10.0 on (7.2 reports nothing) and takes the change (observed on both).
+        const now = (await side.undo((m) => m.migrationInfo())).status;
+        const listening = side.name === "destination" && now === "setup";
+        if (now !== undefined && RUNNING_STATUSES.has(now) && !listening) return;
+        await side.undo((m) => m.setMigrationCapabilities(original));
+      },
     },
-  });
+    () => ctx.on(side, (m) => m.setMigrationCapabilities(change), "setting migration capabilities"),
+    refused,
+  );
 }
 
 /**

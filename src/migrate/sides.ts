@@ -72,6 +72,25 @@ export class Side {
   }
 }
 
+/** QEMU answered this command with an error (also when wrapped as a run error): it changed nothing. */
+export function refused(err: unknown): boolean {
+  for (let e: unknown = err; e instanceof Error; e = e.cause) if (e instanceof QmpCommandError) return true;
+  return false;
+}
+
+/**
+ * The undo of a change that may never have been made (a step recorded before its command, see `UndoStack.sent`):
+ * QEMU's "not found" answer means there is nothing to undo. `absent` matches that answer's text.
+ */
+export async function undoIfPresent(run: () => Promise<unknown>, absent: RegExp): Promise<void> {
+  try {
+    await run();
+  } catch (err) {
+    if (err instanceof QmpCommandError && absent.test(err.desc)) return;
+    throw err;
+  }
+}
+
 export function monitorOf(m: QmpClient | QemuMonitor): QemuMonitor {
   return m instanceof QmpClient ? new QemuMonitor(m) : m;
 }

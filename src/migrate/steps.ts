@@ -130,6 +130,29 @@ export class UndoStack {
     return out;
   }
 
+  /**
+   * For a change QEMU may make although its reply never arrives (--timeout, Ctrl-C or a reply timeout while the
+   * command is in flight): the step is recorded before the command is sent, so its undos run whatever happens to
+   * the reply, and they must accept that the change is absent. It is dropped again when `refused(err)` says QEMU
+   * answered with an error: nothing was made then, and what already has that name is not the run's to remove.
+   */
+  async sent(
+    step: Step,
+    change: () => Promise<unknown>,
+    refused: (err: unknown) => boolean,
+  ): Promise<StepHandle> {
+    const handle: StepHandle = { step, release: () => this.release([handle]) };
+    this.stack.push(step);
+    try {
+      await change();
+    } catch (err) {
+      if (refused(err)) this.stack.splice(this.stack.indexOf(step), 1);
+      throw err;
+    }
+    this.options.onStep?.({ index: this.count++, name: step.name, side: step.side, what: step.what });
+    return handle;
+  }
+
   /** Runs the cleans of these steps now, newest first, and drops them from the stack. */
   async release(handles: StepHandle[]): Promise<void> {
     const steps = new Set(handles.map((h) => h.step));

@@ -7,8 +7,8 @@ import { QmpConnectionClosedError } from "../qmp/errors.js";
 import { describeError } from "../util/errors.js";
 import type { RunContext } from "./context.js";
 import { RunError } from "./errors.js";
-import { sleep } from "./sides.js";
-import type { StepHandle } from "./steps.js";
+import { refused, sleep, undoIfPresent } from "./sides.js";
+import type { Step, StepHandle } from "./steps.js";
 import { isTlsFailure, nbdClientTls, nbdServerTls } from "../transport/tls.js";
 
 /** What the copy of one disk came to. */
@@ -84,64 +84,90 @@ export class StorageCopy {
         ? { type: "unix", data: { path: listen.path } }
         : { type: "inet", data: { host: listen.host, port: String(listen.port) } };
     const { src, dst } = this.ctx;
-    await this.command("destination", "starting the NBD server", () =>
-      dst.mon.run("nbd-server-start", { addr, ...(tls ? nbdServerTls(tls.id) : {}) }),
+    await this.sent(
+      {
+        name: "nbd-server",
+        side: "destination",
+        what: "the NBD server",
+        clean: () =>
+          dst.undo((m) => undoIfPresent(() => m.run("nbd-server-stop"), /^NBD server not running$/)),
+      },
+      () =>
+        this.command("destination", "starting the NBD server", () =>
+          dst.mon.run("nbd-server-start", { addr, ...(tls ? nbdServerTls(tls.id) : {}) }),
+        ),
     );
-    this.push({
-      name: "nbd-server",
-      side: "destination",
-      what: "the NBD server",
-      clean: () => dst.undo((m) => m.run("nbd-server-stop")),
-    });
     const server =
       connect.type === "unix"
         ? { type: "unix", path: connect.path }
         : { type: "inet", host: connect.host, port: String(connect.port) };
     for (const j of this.jobs) {
-      await this.command("destination", `exporting ${j.disk.target.node}`, () =>
-        dst.mon.run("block-export-add", {
-          type: "nbd",
-          id: j.exportId,
-          "node-name": j.disk.target.node,
-          name: j.exportName,
-          writable: true,
-        }),
+      await this.sent(
+        {
+          name: "export",
+          side: "destination",
+          what: `the export '${j.exportId}' of ${j.disk.target.node}`,
+          clean: () =>
+            dst.undo((m) =>
+              undoIfPresent(
+                () => m.run("block-export-del", { id: j.exportId }),
+                /^Export '.*' is not found$/,
+              ),
+            ),
+        },
+        () =>
+          this.command("destination", `exporting ${j.disk.target.node}`, () =>
+            dst.mon.run("block-export-add", {
+              type: "nbd",
+              id: j.exportId,
+              "node-name": j.disk.target.node,
+              name: j.exportName,
+              writable: true,
+            }),
+          ),
       );
-      this.push({
-        name: "export",
-        side: "destination",
-        what: `the export '${j.exportId}' of ${j.disk.target.node}`,
-        clean: () => dst.undo((m) => m.run("block-export-del", { id: j.exportId })),
-      });
-      await this.command("source", `attaching the destination's ${j.disk.target.node} over NBD`, () =>
-        src.mon.run("blockdev-add", {
-          driver: "nbd",
-          "node-name": j.nbdNode,
-          server,
-          export: j.exportName,
-          ...(tls ? nbdClientTls(tls.id, tls.hostname) : {}),
-        }),
+      await this.sent(
+        {
+          name: "nbd-node",
+          side: "source",
+          what: `the NBD client node ${j.nbdNode}`,
+          clean: () =>
+            src.undo((m) =>
+              undoIfPresent(
+                () => m.run("blockdev-del", { "node-name": j.nbdNode }),
+                /^Failed to find node with node-name='.*'$/,
+              ),
+            ),
+        },
+        () =>
+          this.command("source", `attaching the destination's ${j.disk.target.node} over NBD`, () =>
+            src.mon.run("blockdev-add", {
+              driver: "nbd",
+              "node-name": j.nbdNode,
+              server,
+              export: j.exportName,
+              ...(tls ? nbdClientTls(tls.id, tls.hostname) : {}),
+            }),
+          ),
       );
-      this.push({
-        name: "nbd-node",
-        side: "source",
-        what: `the NBD client node ${j.nbdNode}`,
-        clean: () => src.undo((m) => m.run("blockdev-del", { "node-name": j.nbdNode })),
-      });
-      await this.command("source", `starting to mirror ${j.disk.source.node}`, () =>
-        src.mon.run("blockdev-mirror", {
-          "job-id": j.id,
-          device: j.disk.source.mirrorFrom,
-          target: j.nbdNode,
-          sync: "full",
-        }),
+      // The clean asks QEMU whether the job exists before it cancels it.
+      await this.sent(
+        {
+          name: "mirror",
+          side: "source",
+          what: `the mirror '${j.id}' of ${j.disk.source.node}`,
+          clean: () => this.endJob(j),
+        },
+        () =>
+          this.command("source", `starting to mirror ${j.disk.source.node}`, () =>
+            src.mon.run("blockdev-mirror", {
+              "job-id": j.id,
+              device: j.disk.source.mirrorFrom,
+              target: j.nbdNode,
+              sync: "full",
+            }),
+          ),
       );
-      this.push({
-        name: "mirror",
-        side: "source",
-        what: `the mirror '${j.id}' of ${j.disk.source.node}`,
-        clean: () => this.endJob(j),
-      });
     }
   }
 
@@ -193,8 +219,16 @@ export class StorageCopy {
     return this.ctx.steps.release(this.handles.splice(0));
   }
 
-  private push(step: Parameters<RunContext["steps"]["push"]>[0]): void {
+  private push(step: Step): void {
     this.handles.push(this.ctx.steps.push(step));
+  }
+
+  /**
+   * A step recorded before its command is sent (a reply lost to --timeout, Ctrl-C or a reply timeout may follow
+   * QEMU's change); dropped when QEMU refused the command. Its clean accepts what is absent.
+   */
+  private async sent(step: Step, change: () => Promise<void>): Promise<void> {
+    this.handles.push(await this.ctx.steps.sent(step, change, refused));
   }
 
   /** Step "nbd-socket-dir" when both QEMUs are on this host: a private socket nobody else can reach. */

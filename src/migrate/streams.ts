@@ -2,6 +2,7 @@ import type { PlanBitmap } from "../policy/types.js";
 import { isStream, type MergeGroup } from "../policy/work.js";
 import type { RunContext } from "./context.js";
 import type { PlanResult } from "./plan.js";
+import { refused, undoIfPresent } from "./sides.js";
 
 /** The bitmaps of the migration stream, and the backing chains merged into temporaries for `--copy-storage`. */
 export interface Streams {
@@ -55,35 +56,43 @@ export function readName(streams: Streams | undefined, b: PlanBitmap): string {
 export async function mergeChains(ctx: RunContext): Promise<void> {
   const groups = [...new Set(ctx.streams?.temporaries.values())];
   for (const g of groups) {
-    await ctx.on(
-      ctx.src,
-      (m) =>
-        m.transaction([
-          {
-            type: "block-dirty-bitmap-add",
-            data: {
-              node: g.disk.name,
-              name: g.temporary,
-              granularity: g.granularity,
-              disabled: !g.recording,
-            },
-          },
-          {
-            type: "block-dirty-bitmap-merge",
-            data: {
-              node: g.disk.name,
-              target: g.temporary,
-              bitmaps: g.sources.map((x) => ({ node: x.node, name: x.bitmap })),
-            },
-          },
-        ]),
-      `merging the backing chain's '${g.name}' bitmaps on ${g.disk.name}`,
+    // Recorded before the transaction is sent: QEMU creates the bitmap even if --timeout or Ctrl-C fires first.
+    await ctx.steps.sent(
+      {
+        name: "merged-bitmap",
+        side: "source",
+        what: `the temporary bitmap ${g.disk.name}/${g.temporary}`,
+        clean: () =>
+          ctx.src.undo((m) =>
+            undoIfPresent(() => m.removeBitmap(g.disk.name, g.temporary), /^Dirty bitmap '.*' not found$/),
+          ),
+      },
+      () =>
+        ctx.on(
+          ctx.src,
+          (m) =>
+            m.transaction([
+              {
+                type: "block-dirty-bitmap-add",
+                data: {
+                  node: g.disk.name,
+                  name: g.temporary,
+                  granularity: g.granularity,
+                  disabled: !g.recording,
+                },
+              },
+              {
+                type: "block-dirty-bitmap-merge",
+                data: {
+                  node: g.disk.name,
+                  target: g.temporary,
+                  bitmaps: g.sources.map((x) => ({ node: x.node, name: x.bitmap })),
+                },
+              },
+            ]),
+          `merging the backing chain's '${g.name}' bitmaps on ${g.disk.name}`,
+        ),
+      refused,
     );
-    ctx.steps.push({
-      name: "merged-bitmap",
-      side: "source",
-      what: `the temporary bitmap ${g.disk.name}/${g.temporary}`,
-      clean: () => ctx.src.undo((m) => m.removeBitmap(g.disk.name, g.temporary)),
-    });
   }
 }

@@ -1,5 +1,3 @@
-// The loops over bitmaps and nodes index instead of using for-of: a plan runs once per process, mostly before V8
-// optimises it, and unoptimised for-of allocates an iterator result per element (a tenth of a plan's garbage).
 import type { GraphLookup } from "../graph/lookup.js";
 import type { Bitmap, BlockNode } from "../graph/model.js";
 import { Fans, PairMap, PairSet } from "./pairs.js";
@@ -70,9 +68,7 @@ function checkBlockers(work: Work[], migrating: Work[], ctx: CheckCtx): void {
     if (list) list.push(w);
     else migratingByNode.set(node, [w]);
   }
-  for (let i3 = 0, of3 = work; i3 < of3.length; i3++) {
-    const w = of3[i3];
-    if (w === undefined) continue;
+  for (const w of work) {
     const b = w.bitmap;
     if (!b.busy && !b.inconsistent && !b.readOnly) continue;
     const moving = migratingByNode.get(w.node.name);
@@ -117,9 +113,7 @@ function checkBlockers(work: Work[], migrating: Work[], ctx: CheckCtx): void {
  * persistent bitmap anywhere on the source fails the plan, whether or not its node migrates anything.
  */
 function checkBusyPersistent(work: Work[], ctx: CheckCtx): void {
-  for (let i4 = 0, of4 = work; i4 < of4.length; i4++) {
-    const w = of4[i4];
-    if (w === undefined) continue;
+  for (const w of work) {
     const b = w.bitmap;
     if (!b.busy || !b.persistent || w.node.readOnly) continue;
     addError(
@@ -135,9 +129,7 @@ function checkBusyPersistent(work: Work[], ctx: CheckCtx): void {
 
 /** A merged chain is made with block-dirty-bitmap-merge, which refuses busy and inconsistent sources and size changes. */
 function checkMergeSources(migrating: Work[], ctx: CheckCtx): void {
-  for (let i5 = 0, of5 = migrating; i5 < of5.length; i5++) {
-    const w = of5[i5];
-    if (w === undefined) continue;
+  for (const w of migrating) {
     const g = w.merge;
     if (!g || w.node === g.disk) continue;
     const b = w.bitmap;
@@ -199,9 +191,7 @@ function checkNodeName(w: Work, node: string): void {
 
 /** The bitmap called `name` among `list`: a scan, as nodes carry few bitmaps. */
 function named<T extends { name: string }>(list: readonly T[], name: string): T | undefined {
-  for (let i6 = 0, of6 = list; i6 < of6.length; i6++) {
-    const x = of6[i6];
-    if (x === undefined) continue;
+  for (const x of list) {
     if (x.name === name) return x;
   }
   return undefined;
@@ -286,9 +276,7 @@ function checkSharedImages(work: Work[], ctx: CheckCtx): void {
   // By node, then by bitmap name: no key strings to build and hash for every bitmap.
   const leaving = new PairSet();
   const arriving = new PairMap<Work[]>();
-  for (let i7 = 0, of7 = work; i7 < of7.length; i7++) {
-    const w = of7[i7];
-    if (w === undefined) continue;
+  for (const w of work) {
     const t = w.entry.target;
     if (w.entry.action !== "migrate") continue;
     if (!w.merge) leaving.add(w.node.name, w.bitmap.name);
@@ -299,16 +287,12 @@ function checkSharedImages(work: Work[], ctx: CheckCtx): void {
   }
   let rowOf: Map<Bitmap, Work> | undefined;
   const seen = new Set<string>();
-  for (let i8 = 0, of8 = ctx.dst.graph.nodes; i8 < of8.length; i8++) {
-    const dst = of8[i8];
-    if (dst === undefined) continue;
+  for (const dst of ctx.dst.graph.nodes) {
     const src = dst.driver === "qcow2" && dst.filename !== undefined ? sourceOf.get(dst.filename) : undefined;
     if (!src || seen.has(dst.name)) continue;
     seen.add(dst.name);
     const inMemory = dst.bitmaps.length === 0 ? undefined : new Set(dst.bitmaps.map((x) => x.name));
-    for (let i9 = 0, of9 = src.bitmaps; i9 < of9.length; i9++) {
-      const b = of9[i9];
-      if (b === undefined) continue;
+    for (const b of src.bitmaps) {
       if (!b.persistent || b.inconsistent || leaving.has(src.name, b.name)) continue;
       const incoming = arriving.get(dst.name, b.name);
       const row =
@@ -322,9 +306,7 @@ function checkSharedImages(work: Work[], ctx: CheckCtx): void {
         `the source stores its bitmap '${b.name}' (which does not migrate) in image ${dst.filename ?? ""}, which ` +
         `destination ${dstDesc} opens too, when it hands the disk over; the destination would then fail to activate ` +
         `the disk ("Bitmap already exists")`;
-      for (let i10 = 0, of10 = incoming ?? []; i10 < of10.length; i10++) {
-        const w = of10[i10];
-        if (w === undefined) continue;
+      for (const w of incoming ?? []) {
         addTargetError(
           w.entry,
           "TARGET_BITMAP_EXISTS",
@@ -350,9 +332,7 @@ function checkGroups(migrating: Work[]): void {
   const byTarget = new PairMap<Work[]>();
   const dstsOfSrc = new Fans();
   const srcsOfDst = new Fans();
-  for (let i11 = 0, of11 = migrating; i11 < of11.length; i11++) {
-    const w = of11[i11];
-    if (w === undefined) continue;
+  for (const w of migrating) {
     const t = w.entry.target;
     if (!t) continue;
     const list = byTarget.get(t.node, t.bitmap);
@@ -362,14 +342,10 @@ function checkGroups(migrating: Work[]): void {
     dstsOfSrc.add(from, t.node);
     srcsOfDst.add(t.node, from);
   }
-  for (let i12 = 0, of12 = byTarget.values(); i12 < of12.length; i12++) {
-    const group = of12[i12];
-    if (group === undefined) continue;
+  for (const group of byTarget.values()) {
     if (group.length < 2) continue;
     const names = listOf(group.map((w) => `'${w.node.name}/${w.bitmap.name}'`));
-    for (let i13 = 0, of13 = group; i13 < of13.length; i13++) {
-      const w = of13[i13];
-      if (w === undefined) continue;
+    for (const w of group) {
       const t = w.entry.target;
       if (!t) continue;
       addTargetError(
@@ -379,9 +355,7 @@ function checkGroups(migrating: Work[]): void {
       );
     }
   }
-  for (let i14 = 0, of14 = migrating; i14 < of14.length; i14++) {
-    const w = of14[i14];
-    if (w === undefined) continue;
+  for (const w of migrating) {
     const t = w.entry.target;
     if (!t) continue;
     const fanOut = dstsOfSrc.count(streamNode(w).name);
@@ -437,9 +411,7 @@ function checkQemu(migrating: Work[], ctx: CheckCtx): void {
   }
   const canTransform =
     input.sourceQemu.features.mappingTransform || input.destinationQemu.features.mappingTransform;
-  for (let i15 = 0, of15 = migrating; i15 < of15.length; i15++) {
-    const w = of15[i15];
-    if (w === undefined) continue;
+  for (const w of migrating) {
     const t = w.entry.target;
     // A merged chain travels as a temporary, transient bitmap.
     const sourcePersistent = w.merge ? false : w.bitmap.persistent;

@@ -1,5 +1,3 @@
-// The loops over bitmaps and nodes index instead of using for-of: a plan runs once per process, mostly before V8
-// optimises it, and unoptimised for-of allocates an iterator result per element (a tenth of a plan's garbage).
 /**
  * allow/deny patterns: a glob on the bitmap name (`backup-*`), or `NODE/BITMAP` where NODE is a node-name or a
  * drive name (globs allowed in both parts). `*` matches any run of characters, `?` one character. Node and drive
@@ -36,9 +34,7 @@ export function matchesPattern(
   if (!pattern.bitmap.test(bitmap)) return false;
   const nodeRe = pattern.node;
   if (nodeRe === undefined) return true;
-  for (let i1 = 0, of1 = nodeNames; i1 < of1.length; i1++) {
-    const n = of1[i1];
-    if (n === undefined) continue;
+  for (const n of nodeNames) {
     if (nodeRe.test(n)) return true;
   }
   return false;
@@ -49,9 +45,7 @@ export function firstMatch(
   nodeNames: readonly string[],
   bitmap: string,
 ): CompiledPattern | undefined {
-  for (let i2 = 0, of2 = patterns; i2 < of2.length; i2++) {
-    const p = of2[i2];
-    if (p === undefined) continue;
+  for (const p of patterns) {
     if (matchesPattern(p, nodeNames, bitmap)) return p;
   }
   return undefined;

@@ -12,9 +12,7 @@ class Names {
 
   find(name: string): number {
     if (this.index) return this.index.get(name) ?? -1;
-    const list = this.list;
-    for (let i = 0; i < list.length; i++) if (list[i] === name) return i;
-    return -1;
+    return this.list.indexOf(name);
   }
 
   /** Adds a name not there yet; returns its position. */
