@@ -9,6 +9,7 @@ import type { QemuProcess } from "../../src/lab/process.js";
 import * as S from "../../src/lab/scenarios.js";
 import { sleep } from "../../src/migrate/sides.js";
 import type { QemuMonitor } from "../../src/qemu/monitor.js";
+import { QmpCommandError } from "../../src/qmp/errors.js";
 import { bitmapStates } from "../helpers/bitmaps.js";
 import { withLab } from "../helpers/lab.js";
 import { runMigration } from "../helpers/migrate.js";
@@ -195,6 +196,88 @@ describeEachPair("a migration cancelled before its connection is up", (qp) => {
         } finally {
           gate.stop();
         }
+      });
+    },
+  );
+});
+
+/**
+ * The source's monitor as bitferry sees it, except that QEMU refuses to remove `refused` (a repair stops midway)
+ * and lists `unstored` as not persistent once it was put back (a repair QEMU undid): what the read-back must report.
+ */
+function monitorUndoingRepairs(mon: QemuMonitor, refused: string, unstored: string): QemuMonitor {
+  let putBack = false;
+  return new Proxy(mon, {
+    get(target, prop, receiver) {
+      const v: unknown = Reflect.get(target, prop, receiver);
+      if (typeof v !== "function") return v;
+      const fn = (v as (...a: unknown[]) => Promise<unknown>).bind(target);
+      if (prop === "removeBitmap")
+        return (node: string, name: string) =>
+          name === refused
+            ? Promise.reject(
+                new QmpCommandError("block-dirty-bitmap-remove", { node, name }, "GenericError", "test"),
+              )
+            : fn(node, name);
+      if (prop === "mergeBitmaps")
+        return async (node: string, into: string, from: unknown[]) => {
+          await fn(node, into, from);
+          if (into === unstored) putBack = true;
+        };
+      if (prop === "namedBlockNodes")
+        return async () => {
+          const nodes = (await fn()) as Awaited<ReturnType<QemuMonitor["namedBlockNodes"]>>;
+          if (!putBack) return nodes;
+          return nodes.map((n) => ({
+            ...n,
+            "dirty-bitmaps": n["dirty-bitmaps"]?.map((b) =>
+              b.name === unstored ? { ...b, persistent: false } : b,
+            ),
+          }));
+        };
+      return fn;
+    },
+  });
+}
+
+describeEachPair("a repair the source does not keep", (qp) => {
+  if (!PAIRS.has(qp)) return;
+  it(
+    "is reported in the run's error, naming bitmap and node, never silent",
+    { timeout: 120_000 },
+    async () => {
+      await withLab(async (lab) => {
+        const pair = await S.stallingPersistent.setup(lab, { ...qp.options, paused: true });
+        const injected = "injected failure right after migrate";
+        const result = await runMigration(
+          lab,
+          {
+            ...pair,
+            source: Object.assign(Object.create(pair.source) as QemuProcess, {
+              monitor: monitorUndoingRepairs(pair.source.monitor, "backup-0", "backup-1"),
+            }),
+          },
+          {
+            onStep: (s) => {
+              if (s.name === "migration") throw new Error(injected);
+            },
+          },
+        );
+        assert.ok(result.error);
+        assert.equal(result.error.code, "QEMU_ERROR");
+        const message = result.error.message;
+        assert.ok(message.startsWith(injected), message);
+        assert.match(
+          message,
+          /could not restore persistence of 'backup-0' on 'disk0' at step "remove 'backup-0'"/i,
+        );
+        assert.match(
+          message,
+          /persistent bitmap 'backup-1' on node 'disk0' could not be made persistent again/i,
+        );
+        assert.doesNotMatch(message, /'backup-2'/);
+        const by = new Map(result.source.repaired.map((r) => [r.name, r.ok]));
+        assert.deepEqual(Object.fromEntries(by), { "backup-0": false, "backup-1": false, "backup-2": true });
       });
     },
   );
