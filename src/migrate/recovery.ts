@@ -134,8 +134,8 @@ async function recover(ctx: RunContext): Promise<RepairOutcome[]> {
 }
 
 /**
- * QEMU 10.0 reports `cancelled` at once for a migration cancelled in `setup`, while its thread has still to run the
- * setup, which then marks every mapped bitmap busy and "do not store" (seen under load: a MIGRATION_PASS event
+ * QEMU 10.0 reports `cancelled` at once for a migration cancelled before its connection is up, and still runs the
+ * setup once it is, which then marks every mapped bitmap busy and "do not store" (seen under load: a MIGRATION_PASS event
  * after `cancelled`, and a bitmap repaired just before it lost at the next shutdown). A mapping that names a node
  * but no bitmap makes such a late setup select none (QEMU skips a bitmap without an alias). QEMU applies both under
  * its big lock, so a setup either ran before the fence (its bitmaps stay busy until its cleanup, which
