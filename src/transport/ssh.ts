@@ -298,16 +298,7 @@ export class SshConnection {
    * authentication) and returns its output; a failure is TUNNEL_FAILED with what the command or ssh said.
    */
   async exec(command: string, timeoutMs = 15_000): Promise<string> {
-    const [program, ...base] = this.command as [string, ...string[]];
-    const args = [
-      ...base,
-      ...forcedOptions(),
-      "-S",
-      path.join(this.localDir, "ctl"),
-      "-T",
-      ...targetArgs(this.target),
-      command,
-    ];
+    const [program, args] = this.clientCommand(["-T"], [command]);
     const r = await runShort(program, args, timeoutMs, true);
     if (r.code !== 0) {
       const reason = sshReason(r.stderr) || `exited with status ${String(r.code)}`;
@@ -345,6 +336,16 @@ export class SshConnection {
     await this.exited;
   }
 
+  /** An ssh client that goes through the master's control socket: `before` the target, `after` it. */
+  private clientCommand(before: string[], after: string[]): [string, string[]] {
+    const [program, ...base] = this.command as [string, ...string[]];
+    const ctl = path.join(this.localDir, "ctl");
+    return [
+      program,
+      [...base, ...forcedOptions(), "-S", ctl, ...before, ...targetArgs(this.target), ...after],
+    ];
+  }
+
   private nextName(prefix: string): string {
     this.counter++;
     return `${prefix}${this.counter}.sock`;
@@ -358,15 +359,7 @@ export class SshConnection {
         `ssh to ${this.where}: cannot ${what}: the connection is gone (${this.exitInfo?.reason ?? "ssh exited"})`,
         this.exitInfo?.reason ?? "ssh exited",
       );
-    const [program, ...base] = this.command as [string, ...string[]];
-    const args = [
-      ...base,
-      ...forcedOptions(),
-      "-S",
-      path.join(this.localDir, "ctl"),
-      ...op,
-      ...targetArgs(this.target),
-    ];
+    const [program, args] = this.clientCommand(op, []);
     const r = await runShort(program, args, 15_000);
     if (r.code !== 0) {
       const reason = sshReason(r.stderr) || `ssh -O exited with status ${String(r.code)}`;
