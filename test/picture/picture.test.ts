@@ -330,13 +330,11 @@ describe("the picture of a plan", () => {
     assert.ok(countColour(png, ERROR_RED, 10) > 30, "the failed one is red");
   });
 
-  it("200 nodes lay out in a few seconds and stay in reading order", async () => {
+  // How long the layout takes is the benchmark's business; this checks what it lays out.
+  it("200 nodes lay out and stay in reading order", async () => {
     const r = syntheticPlan();
     assert.ok(r.source.graph.nodes.length >= 200, `${r.source.graph.nodes.length} source nodes`);
-    const t0 = performance.now();
     const html = await render(r);
-    const ms = performance.now() - t0;
-    assert.ok(ms < 8000, `laid out in ${Math.round(ms)} ms`);
     const o = await open(html, "synthetic");
     await checkPicture(o, r.plan, r.source.graph, r.destination.graph);
     // Arrows run left to right: every source badge's arrow ends right of where it starts.

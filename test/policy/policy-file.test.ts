@@ -110,9 +110,7 @@ map:
           .join(", ")}]`,
       );
     lines.push("deny: *a11");
-    const t0 = Date.now();
     rejects(lines.join("\n"), "bomb.yaml", /alias|Excessive|unknown key/i);
-    assert.ok(Date.now() - t0 < 5000);
     rejects(`deny: ["${"x".repeat(MAX_POLICY_BYTES)}"]`, "big.yaml", /larger than/);
   });
 });

@@ -10,8 +10,6 @@ import { InstrumentedSource, layoutOf } from "./helpers/bytes.js";
 import { qemuIoWrite } from "./helpers/qemu.js";
 
 const MiB = 1024 * 1024;
-/** Per-input time bound: parsing a few-KiB image takes well under a millisecond. */
-const TIME_BOUND_MS = 1000;
 
 let base: Buffer;
 /** Offsets of every metadata byte of the base image: header, extensions, directory, tables, data clusters. */
@@ -20,7 +18,6 @@ let hot: number[];
 /** The only outcomes allowed: a document, or one of the reader's own format errors. */
 async function check(bytes: Uint8Array): Promise<void> {
   const src = new InstrumentedSource(bytes);
-  const t0 = performance.now();
   let doc: InspectDocument | undefined;
   try {
     doc = await inspectSource(src, "fuzz.qcow2", { extents: true, sha256: true });
@@ -31,8 +28,6 @@ async function check(bytes: Uint8Array): Promise<void> {
       err instanceof Qcow2UnsupportedError;
     if (!own) throw new Error(`unexpected ${String(err)}`, { cause: err });
   }
-  const took = performance.now() - t0;
-  assert.ok(took < TIME_BOUND_MS, `took ${took} ms`);
   assert.deepEqual(src.violations, []);
   // No byte is read twice (but the header, which the extension area read may cover again): each structure is
   // read once and none overlaps another, so the work is bounded by the file, whatever sizes it claims.

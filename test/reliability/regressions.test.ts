@@ -229,12 +229,10 @@ describe("regressions found by fuzzing", () => {
   describe("hostile policy files", () => {
     it("deep nesting is refused before the YAML library can overflow its stack, and the process survives", () => {
       for (const text of ["[".repeat(100_000), "- ".repeat(5000) + "x", "{a: ".repeat(50_000)]) {
-        const t0 = Date.now();
         assert.throws(
           () => parsePolicy(text, "p.yaml"),
           (e: unknown) => e instanceof PolicyError && e.message.includes("nested deeper"),
         );
-        assert.ok(Date.now() - t0 < 500);
       }
       // Before the fix, this sequence aborted node itself (V8's regular expression compiler out of memory).
       const script = `
@@ -255,13 +253,11 @@ describe("regressions found by fuzzing", () => {
     it("thousands of aliases are refused at once", () => {
       const lines = ["a0: &a0 [x]"];
       for (let i = 1; i < 20_000; i++) lines.push(`a${i}: &a${i} [*a${i - 1}]`);
-      const t0 = Date.now();
       assert.throws(
         () => parsePolicy(lines.join("\n"), "p.yaml"),
         (e: unknown) =>
           e instanceof PolicyError && e.message.includes(`more than ${MAX_POLICY_ALIASES} YAML aliases`),
       );
-      assert.ok(Date.now() - t0 < 1000, `took ${Date.now() - t0} ms (5 s before the fix)`);
     });
 
     it("a JSON policy with a key twice is refused, not read as its last value", () => {
@@ -365,12 +361,9 @@ describe("regressions found by fuzzing", () => {
       assert.ok(disk0);
       const copies = Array.from({ length: 6000 }, () => structuredClone(disk0));
       f.source.namedNodes.push(...copies);
-      const t0 = Date.now();
       const { plan } = planFromSnapshots(f.source, f.destination, { policy: validatePolicy({}, "t") });
       const text = JSON.stringify(plan);
-      const took = Date.now() - t0;
       assert.ok(codes(plan).includes("TARGET_CONFLICT"));
-      assert.ok(took < 5000, `took ${took} ms`);
       assert.ok(text.length < 100 * MiB, `${text.length} bytes of JSON`);
     });
 
