@@ -68,8 +68,7 @@ export function compileMapping(bitmaps: readonly StreamBitmap[], transforms: Tra
   // Stream bitmaps come node by node: the node of the bitmap before is looked up once per run.
   let last: { src: BitmapAliasMapping[number]; dst: BitmapAliasMapping[number] } | undefined;
   for (const b of bitmaps) {
-    let pair =
-      last !== undefined && last.src["node-name"] === b.sourceNode ? last : bySourceNode.get(b.sourceNode);
+    let pair = last?.src["node-name"] === b.sourceNode ? last : bySourceNode.get(b.sourceNode);
     if (!pair) {
       const alias = `n${bySourceNode.size}`;
       pair = {

@@ -45,8 +45,7 @@ export function runChecks(work: Work[], ctx: CheckCtx): void {
   const migrating: Work[] = [];
   const streams: Work[] = [];
   const resolvedStreams: Work[] = [];
-  for (let i = 0; i < work.length; i++) {
-    const w = work[i] as Work;
+  for (const w of work) {
     if (w.entry.action !== "migrate") continue;
     migrating.push(w);
     if (!isStream(w)) continue;
@@ -58,7 +57,7 @@ export function runChecks(work: Work[], ctx: CheckCtx): void {
   checkMergeSources(migrating, ctx);
   for (const w of migrating) checkName(w);
   checkSizeGrowth(migrating, ctx.src);
-  for (const w of resolvedStreams) checkDestination(w, w.dst as BlockNode, ctx);
+  for (const w of resolvedStreams) if (w.dst) checkDestination(w, w.dst, ctx);
   checkSharedImages(work, ctx);
   checkGroups(resolvedStreams);
   checkQemu(streams, ctx);

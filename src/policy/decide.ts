@@ -98,8 +98,9 @@ export function decide(input: PlanInput): Decisions {
     if (w.entry.errors.length > 0) {
       w.entry.action = "error";
       const rowErrors = w.entry.errors;
-      w.entry.rule = (rowErrors[0] as PlanError).code;
-      for (let i = 0; i < rowErrors.length; i++) errors.push(rowErrors[i] as PlanError);
+      const first = rowErrors[0];
+      if (first) w.entry.rule = first.code;
+      for (const e of rowErrors) errors.push(e);
     } else if (w.entry.action === "migrate" && isStream(w)) {
       const node = streamNode(w);
       payloadBytes += bitmapPayloadBytes(node.size, w.merge?.granularity ?? w.bitmap.granularity);

@@ -35,7 +35,7 @@ export class PairMap<V> {
     const e = this.byNode.get(node);
     if (!e) return -1;
     const i = e.names.find(bitmap);
-    return i === -1 ? -1 : (e.at[i] as number);
+    return i === -1 ? -1 : (e.at[i] ?? -1);
   }
 
   get(node: string, bitmap: string): V | undefined {
