@@ -5,13 +5,11 @@ import type { Bitmap, BlockGraph, BlockNode, Child, Drive, StoredBitmap } from "
 
 /** Builds the graph model from one QEMU's replies. Pure. */
 export function buildGraph(snap: QemuSnapshot): BlockGraph {
-  const ids = indexGraph(snap);
-  const children = childrenByNode(snap, ids);
+  const { children, roots } = readEdges(snap);
   const nodes = snap.namedNodes.map((info) => toNode(info, children.get(info["node-name"]) ?? []));
   const byName = new Map<string, BlockNode>();
   for (const n of nodes) byName.set(n.name, n);
   const drives: Drive[] = [];
-  const roots = backendRoots(snap, ids);
   for (const bb of snap.blockBackends) {
     if (bb.device === "") continue;
     const root = roots.get(bb.device) ?? bb.inserted?.["node-name"];
@@ -70,59 +68,41 @@ function toNode(info: BlockDeviceInfo, children: Child[]): BlockNode {
 
 type GraphEntry = NonNullable<QemuSnapshot["blockGraph"]>["nodes"][number];
 
-/** `x-debug-query-block-graph`'s nodes by id: every node, and the block-driver nodes' names. */
-interface GraphIds {
-  byId: Map<number, GraphEntry>;
-  drivers: Map<number, string>;
-}
-
-function indexGraph(snap: QemuSnapshot): GraphIds {
+/**
+ * From `x-debug-query-block-graph` (empty when QEMU lacks it), in one pass over its edges: the children of every
+ * block-driver node, and the node under each named BlockBackend, filters included (query-block hides implicit ones).
+ */
+function readEdges(snap: QemuSnapshot): { children: Map<string, Child[]>; roots: Map<string, string> } {
+  const children = new Map<string, Child[]>();
+  const roots = new Map<string, string>();
+  const g = snap.blockGraph;
+  if (!g) return { children, roots };
   const byId = new Map<number, GraphEntry>();
+  // The block-driver nodes by id: the same as byId's unless a reply repeats an id with another type.
   const drivers = new Map<number, string>();
-  for (const n of snap.blockGraph?.nodes ?? []) {
+  for (const n of g.nodes) {
     byId.set(n.id, n);
     if (n.type === "block-driver") drivers.set(n.id, n.name);
   }
-  return { byId, drivers };
-}
-
-/** Children of every block-driver node, from `x-debug-query-block-graph` (empty when QEMU lacks it). */
-function childrenByNode(snap: QemuSnapshot, { drivers }: GraphIds): Map<string, Child[]> {
-  const out = new Map<string, Child[]>();
-  const g = snap.blockGraph;
-  if (!g) return out;
   for (const e of g.edges) {
     const parent = drivers.get(e.parent);
     const child = drivers.get(e.child);
-    if (parent === undefined || child === undefined) continue;
-    let list = out.get(parent);
-    if (!list) {
-      list = [];
-      out.set(parent, list);
+    if (parent !== undefined && child !== undefined) {
+      let list = children.get(parent);
+      if (!list) {
+        list = [];
+        children.set(parent, list);
+      }
+      list.push({ role: e.name, node: child });
     }
-    list.push({ role: e.name, node: child });
-  }
-  return out;
-}
-
-/** The node under each named BlockBackend, filters included (query-block hides implicit ones). */
-function backendRoots(snap: QemuSnapshot, { byId }: GraphIds): Map<string, string> {
-  const out = new Map<string, string>();
-  const g = snap.blockGraph;
-  if (!g) return out;
-  for (const e of g.edges) {
-    const parent = byId.get(e.parent);
-    const child = byId.get(e.child);
-    if (
-      parent?.type === "block-backend" &&
-      parent.name !== "" &&
-      child?.type === "block-driver" &&
-      e.name === "root"
-    ) {
-      out.set(parent.name, child.name);
+    if (e.name !== "root") continue;
+    const backend = byId.get(e.parent);
+    const root = byId.get(e.child);
+    if (backend?.type === "block-backend" && backend.name !== "" && root?.type === "block-driver") {
+      roots.set(backend.name, root.name);
     }
   }
-  return out;
+  return { children, roots };
 }
 
 /**

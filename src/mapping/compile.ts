@@ -65,8 +65,10 @@ export function compileMapping(bitmaps: readonly StreamBitmap[], transforms: Tra
     string,
     { src: BitmapAliasMapping[number]; dst: BitmapAliasMapping[number] }
   >();
+  // Stream bitmaps come node by node: the node of the bitmap before is looked up once per run.
+  let last: { src: BitmapAliasMapping[number]; dst: BitmapAliasMapping[number] } | undefined;
   for (const b of bitmaps) {
-    let pair = bySourceNode.get(b.sourceNode);
+    let pair = last?.src["node-name"] === b.sourceNode ? last : bySourceNode.get(b.sourceNode);
     if (!pair) {
       const alias = `n${bySourceNode.size}`;
       pair = {
@@ -85,6 +87,7 @@ export function compileMapping(bitmaps: readonly StreamBitmap[], transforms: Tra
       if (transforms.source) src.transform = transform;
       if (transforms.destination) dst.transform = transform;
     }
+    last = pair;
     pair.src.bitmaps.push(src);
     pair.dst.bitmaps.push(dst);
   }

@@ -6,29 +6,24 @@ function longerThan(s: string, max: number): boolean {
 }
 
 /**
- * Whether an earlier bitmap of the list has the same `key` as the i-th: a scan for the few bitmaps a node usually
- * has, a set (built on the first call for the list) for many.
+ * The first bitmap of the list with the same `key` as an earlier one, or -1: a scan for the few bitmaps a node
+ * usually has, a set for many. Found once per list, without an object per node.
  */
-class Seen {
-  private set: Set<string> | undefined;
-  constructor(
-    private readonly list: readonly { name: string; alias: string }[],
-    private readonly key: "name" | "alias",
-  ) {}
-
-  before(i: number): boolean {
-    const list = this.list;
-    const k = this.key;
-    const value = (list[i] as { name: string; alias: string })[k];
-    if (list.length <= 16) {
-      for (let j = 0; j < i; j++) if ((list[j] as { name: string; alias: string })[k] === value) return true;
-      return false;
+function duplicateAt(list: readonly { name: string; alias: string }[], key: "name" | "alias"): number {
+  if (list.length <= 16) {
+    for (let i = 1; i < list.length; i++) {
+      const value = (list[i] as { name: string; alias: string })[key];
+      for (let j = 0; j < i; j++) if ((list[j] as { name: string; alias: string })[key] === value) return i;
     }
-    const set = (this.set ??= new Set());
-    const had = set.has(value);
-    set.add(value);
-    return had;
+    return -1;
   }
+  const set = new Set<string>();
+  for (let i = 0; i < list.length; i++) {
+    const value = (list[i] as { name: string; alias: string })[key];
+    if (set.has(value)) return i;
+    set.add(value);
+  }
+  return -1;
 }
 
 /**
@@ -49,12 +44,12 @@ export function validateMapping(mapping: BitmapAliasMapping, strict = true): str
     if (longerThan(n["node-name"], 31)) return `The node name '${n["node-name"]}' is longer than 31 bytes`;
     if (nodeNames.has(n["node-name"])) return `The node name '${n["node-name"]}' is mapped twice`;
     nodeNames.add(n["node-name"]);
-    const names = new Seen(n.bitmaps, "name");
+    const twice = duplicateAt(n.bitmaps, "name");
     let i = 0;
     for (const b of n.bitmaps) {
       if (longerThan(b.alias, 255)) return `The bitmap alias '${b.alias}' is longer than 255 bytes`;
       if (longerThan(b.name, 1023)) return `The bitmap name '${b.name}' is longer than 1023 bytes`;
-      if (names.before(i++)) return `The bitmap '${n["node-name"]}'/'${b.name}' is mapped twice`;
+      if (i++ === twice) return `The bitmap '${n["node-name"]}'/'${b.name}' is mapped twice`;
       if (strict && b.alias === "")
         return `The bitmap alias for '${n["node-name"]}'/'${b.name}' is empty (QEMU accepts it, then fails the migration)`;
     }
@@ -64,11 +59,9 @@ export function validateMapping(mapping: BitmapAliasMapping, strict = true): str
   for (const n of mapping) {
     if (nodeAliases.has(n.alias)) return `The node alias '${n.alias}' is used twice`;
     nodeAliases.add(n.alias);
-    const aliases = new Seen(n.bitmaps, "alias");
-    let i = 0;
-    for (const b of n.bitmaps) {
-      if (aliases.before(i++)) return `The bitmap alias '${n.alias}'/'${b.alias}' is used twice`;
-    }
+    const twice = duplicateAt(n.bitmaps, "alias");
+    if (twice !== -1)
+      return `The bitmap alias '${n.alias}'/'${(n.bitmaps[twice] as { alias: string }).alias}' is used twice`;
   }
   return undefined;
 }

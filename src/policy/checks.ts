@@ -41,17 +41,40 @@ interface CheckCtx {
  * or silently drop. Each adds errors to the bitmaps concerned (plan-level ones to `ctx.errors`).
  */
 export function runChecks(work: Work[], ctx: CheckCtx): void {
-  const migrating = work.filter((w) => w.entry.action === "migrate");
-  const streams = migrating.filter(isStream);
+  // One pass for the three row lists the checks read (rather than a filter, and a closure call, per list and row).
+  const migrating: Work[] = [];
+  const streams: Work[] = [];
+  const resolvedStreams: Work[] = [];
+  for (const w of work) {
+    if (w.entry.action !== "migrate") continue;
+    migrating.push(w);
+    if (!isStream(w)) continue;
+    streams.push(w);
+    if (w.dst !== undefined) resolvedStreams.push(w);
+  }
   checkBlockers(work, migrating, ctx);
   checkBusyPersistent(work, ctx);
   checkMergeSources(migrating, ctx);
   for (const w of migrating) checkName(w);
   checkSizeGrowth(migrating, ctx.src);
-  for (const w of streams) if (w.dst) checkDestination(w, w.dst, ctx);
+  for (const w of resolvedStreams) if (w.dst) checkDestination(w, w.dst, ctx);
   checkSharedImages(work, ctx);
-  checkGroups(streams.filter((w) => w.dst !== undefined));
+  checkGroups(resolvedStreams);
   checkQemu(streams, ctx);
+}
+
+/** Rows by a (node, bitmap) pair: almost every pair has one row, held as is until a second one arrives. */
+type Rows = Work | Work[];
+
+function addRow(map: PairMap<Rows>, node: string, bitmap: string, w: Work): void {
+  const cur = map.get(node, bitmap);
+  if (cur === undefined) map.set(node, bitmap, w);
+  else if (Array.isArray(cur)) cur.push(w);
+  else map.replace(node, bitmap, [cur, w]);
+}
+
+function rowsOf(rows: Rows | undefined): readonly Work[] {
+  return rows === undefined ? [] : Array.isArray(rows) ? rows : [rows];
 }
 
 /**
@@ -273,24 +296,29 @@ function checkSharedImages(work: Work[], ctx: CheckCtx): void {
     if (n.driver === "qcow2" && n.filename !== undefined && !n.readOnly) sourceOf.set(n.filename, n);
   }
   if (sourceOf.size === 0) return;
+  // The destination nodes that open a source image, with it: only their bitmaps and those nodes' can conflict, so
+  // only those are indexed below.
+  const shared: { dst: BlockNode; src: BlockNode }[] = [];
+  const sharedSources = new Set<string>();
+  const sharedTargets = new Set<string>();
+  for (const dst of ctx.dst.graph.nodes) {
+    const src = dst.driver === "qcow2" && dst.filename !== undefined ? sourceOf.get(dst.filename) : undefined;
+    if (!src || sharedTargets.has(dst.name)) continue;
+    sharedTargets.add(dst.name);
+    sharedSources.add(src.name);
+    shared.push({ dst, src });
+  }
   // By node, then by bitmap name: no key strings to build and hash for every bitmap.
   const leaving = new PairSet();
-  const arriving = new PairMap<Work[]>();
+  const arriving = new PairMap<Rows>();
   for (const w of work) {
     const t = w.entry.target;
     if (w.entry.action !== "migrate") continue;
-    if (!w.merge) leaving.add(w.node.name, w.bitmap.name);
-    if (!t) continue;
-    const list = arriving.get(t.node, t.bitmap);
-    if (list) list.push(w);
-    else arriving.set(t.node, t.bitmap, [w]);
+    if (!w.merge && sharedSources.has(w.node.name)) leaving.add(w.node.name, w.bitmap.name);
+    if (t && sharedTargets.has(t.node)) addRow(arriving, t.node, t.bitmap, w);
   }
   let rowOf: Map<Bitmap, Work> | undefined;
-  const seen = new Set<string>();
-  for (const dst of ctx.dst.graph.nodes) {
-    const src = dst.driver === "qcow2" && dst.filename !== undefined ? sourceOf.get(dst.filename) : undefined;
-    if (!src || seen.has(dst.name)) continue;
-    seen.add(dst.name);
+  for (const { dst, src } of shared) {
     const inMemory = dst.bitmaps.length === 0 ? undefined : new Set(dst.bitmaps.map((x) => x.name));
     for (const b of src.bitmaps) {
       if (!b.persistent || b.inconsistent || leaving.has(src.name, b.name)) continue;
@@ -306,7 +334,7 @@ function checkSharedImages(work: Work[], ctx: CheckCtx): void {
         `the source stores its bitmap '${b.name}' (which does not migrate) in image ${dst.filename ?? ""}, which ` +
         `destination ${dstDesc} opens too, when it hands the disk over; the destination would then fail to activate ` +
         `the disk ("Bitmap already exists")`;
-      for (const w of incoming ?? []) {
+      for (const w of rowsOf(incoming)) {
         addTargetError(
           w.entry,
           "TARGET_BITMAP_EXISTS",
@@ -329,21 +357,25 @@ function checkSharedImages(work: Work[], ctx: CheckCtx): void {
 
 /** QEMU's mapping pairs nodes one to one, and two bitmaps cannot land on one name. */
 function checkGroups(migrating: Work[]): void {
-  const byTarget = new PairMap<Work[]>();
+  const byTarget = new PairMap<Rows>();
   const dstsOfSrc = new Fans();
   const srcsOfDst = new Fans();
+  // Rows come node by node: a pair of nodes just added is skipped (adding it again changes nothing).
+  let lastFrom: string | undefined;
+  let lastTo: string | undefined;
   for (const w of migrating) {
     const t = w.entry.target;
     if (!t) continue;
-    const list = byTarget.get(t.node, t.bitmap);
-    if (list) list.push(w);
-    else byTarget.set(t.node, t.bitmap, [w]);
+    addRow(byTarget, t.node, t.bitmap, w);
     const from = streamNode(w).name;
+    if (from === lastFrom && t.node === lastTo) continue;
+    lastFrom = from;
+    lastTo = t.node;
     dstsOfSrc.add(from, t.node);
     srcsOfDst.add(t.node, from);
   }
   for (const group of byTarget.values()) {
-    if (group.length < 2) continue;
+    if (!Array.isArray(group)) continue;
     const names = listOf(group.map((w) => `'${w.node.name}/${w.bitmap.name}'`));
     for (const w of group) {
       const t = w.entry.target;
@@ -355,10 +387,23 @@ function checkGroups(migrating: Work[]): void {
       );
     }
   }
+  // Most rows share their nodes with the row before: their counts are looked up once per run of rows.
+  let countedFrom: string | undefined;
+  let countedTo: string | undefined;
+  let fanOut = 0;
+  let fanIn = 0;
   for (const w of migrating) {
     const t = w.entry.target;
     if (!t) continue;
-    const fanOut = dstsOfSrc.count(streamNode(w).name);
+    const from = streamNode(w).name;
+    if (from !== countedFrom) {
+      countedFrom = from;
+      fanOut = dstsOfSrc.count(from);
+    }
+    if (t.node !== countedTo) {
+      countedTo = t.node;
+      fanIn = srcsOfDst.count(t.node);
+    }
     if (fanOut > 1) {
       addTargetError(
         w.entry,
@@ -366,7 +411,6 @@ function checkGroups(migrating: Work[]): void {
         `the bitmaps of source node '${streamNode(w).name}' would go to ${fanOut} destination nodes (${listOf(dstsOfSrc.list(streamNode(w).name))}); QEMU's mapping sends all bitmaps of one node to one node. Send them to one node, or skip some`,
       );
     }
-    const fanIn = srcsOfDst.count(t.node);
     if (fanIn > 1) {
       addTargetError(
         w.entry,

@@ -57,10 +57,14 @@ export function decide(input: PlanInput): Decisions {
     const nodeMapped = perNode.has(node.name);
     const chainTop = copy?.chainTop.has(node.name) === true;
     for (const bitmap of node.bitmaps) {
+      // Every field set here, in one order: rows keep one shape through the checks (no transitions later).
       const w: Work = {
         node,
         bitmap,
         dst: undefined,
+        explicitPersistent: false,
+        explicitEnabled: false,
+        merge: undefined,
         entry: {
           source: {
             node: node.name,
@@ -93,9 +97,10 @@ export function decide(input: PlanInput): Decisions {
   for (const w of work) {
     if (w.entry.errors.length > 0) {
       w.entry.action = "error";
-      const first = w.entry.errors[0];
+      const rowErrors = w.entry.errors;
+      const first = rowErrors[0];
       if (first) w.entry.rule = first.code;
-      errors.push(...w.entry.errors);
+      for (const e of rowErrors) errors.push(e);
     } else if (w.entry.action === "migrate" && isStream(w)) {
       const node = streamNode(w);
       payloadBytes += bitmapPayloadBytes(node.size, w.merge?.granularity ?? w.bitmap.granularity);

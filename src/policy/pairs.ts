@@ -26,26 +26,39 @@ class Names {
 }
 
 export class PairMap<V> {
-  private readonly byNode = new Map<string, { names: Names; values: V[] }>();
+  /** Per node: its bitmap names, and where each pair's value sits in `order`. */
+  private readonly byNode = new Map<string, { names: Names; at: number[] }>();
   /** Every value, in the order its pair was first set (as one flat map would iterate). */
   private readonly order: V[] = [];
 
-  get(node: string, bitmap: string): V | undefined {
+  private slot(node: string, bitmap: string): number {
     const e = this.byNode.get(node);
-    if (!e) return undefined;
+    if (!e) return -1;
     const i = e.names.find(bitmap);
-    return i === -1 ? undefined : e.values[i];
+    return i === -1 ? -1 : (e.at[i] ?? -1);
+  }
+
+  get(node: string, bitmap: string): V | undefined {
+    const k = this.slot(node, bitmap);
+    return k === -1 ? undefined : this.order[k];
   }
 
   /** Sets the value of a pair not set before. */
   set(node: string, bitmap: string, value: V): void {
     let e = this.byNode.get(node);
     if (!e) {
-      e = { names: new Names(), values: [] };
+      e = { names: new Names(), at: [] };
       this.byNode.set(node, e);
     }
-    e.values[e.names.add(bitmap)] = value;
+    e.at[e.names.add(bitmap)] = this.order.length;
     this.order.push(value);
+  }
+
+  /** Replaces the value of a pair already set, keeping its place in the order. */
+  replace(node: string, bitmap: string, value: V): void {
+    const k = this.slot(node, bitmap);
+    if (k === -1) throw new Error(`PairMap.replace: ${node}/${bitmap} was never set`);
+    this.order[k] = value;
   }
 
   values(): readonly V[] {

@@ -60,7 +60,7 @@ export interface Work {
   explicitPersistent?: boolean;
   explicitEnabled?: boolean;
   /** Set on every row whose bitmap travels merged with its chain (`--copy-storage`). */
-  merge?: MergeGroup;
+  merge?: MergeGroup | undefined;
 }
 
 /** The node whose bitmap actually travels for this row: the copied disk's top for merged chains. */
