@@ -1,5 +1,6 @@
-import type { BlockDirtyInfo } from "../qemu/replies.js";
+import type { BlockDeviceInfo, BlockDirtyInfo } from "../qemu/replies.js";
 import type { PlanBitmap } from "../policy/types.js";
+import { completeDestination, type FirstLook } from "./completion.js";
 import type { RunContext } from "./context.js";
 import { RunError } from "./errors.js";
 import { readName } from "./streams.js";
@@ -50,11 +51,58 @@ export async function recordSource(ctx: RunContext): Promise<void> {
   ctx.sourceRecords = new Map(records);
 }
 
-/** What arrived on the destination for each migrating bitmap, hashed before the destination runs. */
-export async function readDestination(ctx: RunContext): Promise<Map<PlanBitmap, ArrivedBitmap>> {
+/** `p`, whose rejection is handled where it is awaited, or dropped when the read turns out not to be needed. */
+function quiet<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
+}
+
+/**
+ * After the source completed: waits for the destination and reads what arrived. Its status, run state and block
+ * nodes are asked at once (and then its hashes), as a bare QMP sequence would: when it has settled, as it usually
+ * has by then, that is one round trip before the hashes instead of three; when not, the loops ask again.
+ */
+export async function arriveDestination(ctx: RunContext): Promise<Map<PlanBitmap, ArrivedBitmap>> {
+  const hashing = ctx.planResult.source.facts.features.bitmapSha256 && ctx.rows.length > 0;
+  ctx.progress("completing", {
+    message: hashing
+      ? "waiting for the destination; hashing the source's bitmaps meanwhile"
+      : "waiting for the destination",
+  });
+  let first: FirstLook | undefined;
+  let nodes: Promise<BlockDeviceInfo[]> | undefined;
+  if (!ctx.dst.lost) {
+    first = {
+      info: quiet(ctx.on(ctx.dst, (m) => m.migrationInfo(), "waiting for the destination to complete")),
+      status: quiet(ctx.on(ctx.dst, (m) => m.status(), "reading the destination's run state")),
+    };
+    nodes = quiet(ctx.on(ctx.dst, (m) => m.namedBlockNodes(), "verifying"));
+  }
+  const settled = await completeDestination(ctx, first);
+  return readDestination(ctx, settled ? nodes : undefined);
+}
+
+/**
+ * What arrived on the destination for each migrating bitmap, hashed before the destination runs. `asked`: the
+ * block nodes, already asked behind the run state that said the destination settled.
+ */
+async function readDestination(
+  ctx: RunContext,
+  asked?: Promise<BlockDeviceInfo[]>,
+): Promise<Map<PlanBitmap, ArrivedBitmap>> {
   ctx.progress("verifying", { message: `verifying ${ctx.rows.length} bitmap(s) on the destination` });
   const hash = ctx.planResult.destination.facts.features.bitmapSha256;
-  let nodes = await ctx.on(ctx.dst, (m) => m.namedBlockNodes(), "verifying");
+  const ran = ctx.seen.destinationRan;
+  const hashOf = (node: string, bitmap: string): Promise<string> =>
+    ctx.on(ctx.dst, (m) => m.bitmapSha256(node, bitmap), "hashing bitmaps");
+  // Sent before the block nodes are answered, so that QEMU goes from one to the next: a bitmap that did not
+  // arrive answers with an error, dropped, and a read that finds one of ours busy makes them all stale.
+  const early =
+    asked && hash && !ran
+      ? ctx.rows.map((b) => (b.target ? quiet(hashOf(b.target.node, b.target.bitmap)) : undefined))
+      : undefined;
+  let nodes = await (asked ?? ctx.on(ctx.dst, (m) => m.namedBlockNodes(), "verifying"));
+  let waited = false;
   // Postcopy delivers bitmaps after the switchover: wait until none of ours is busy.
   for (let i = 0; i < 100; i++) {
     const busyNames = new Set(
@@ -66,21 +114,19 @@ export async function readDestination(ctx: RunContext): Promise<Map<PlanBitmap, 
       (b) => b.target !== null && busyNames.has(`${b.target.node}/${b.target.bitmap}`),
     );
     if (!busy) break;
+    waited = true;
     await ctx.pause(100);
     nodes = await ctx.on(ctx.dst, (m) => m.namedBlockNodes(), "verifying");
   }
   const byName = new Map(nodes.map((n) => [n["node-name"], n]));
-  const ran = ctx.seen.destinationRan;
   const arrived = await Promise.all(
-    ctx.rows.map(async (b): Promise<[PlanBitmap, ArrivedBitmap]> => {
+    ctx.rows.map(async (b, i): Promise<[PlanBitmap, ArrivedBitmap]> => {
       const t = b.target;
       if (!t) throw new Error("a migrating bitmap without a target");
       const n = byName.get(t.node);
       const info = n?.["dirty-bitmaps"]?.find((x) => x.name === t.bitmap);
       const sha256 =
-        hash && info && !ran
-          ? await ctx.on(ctx.dst, (m) => m.bitmapSha256(t.node, t.bitmap), "hashing bitmaps")
-          : null;
+        hash && info && !ran ? await ((waited ? undefined : early?.[i]) ?? hashOf(t.node, t.bitmap)) : null;
       return [b, { info, nodeSize: n?.image["virtual-size"], sha256 }];
     }),
   );

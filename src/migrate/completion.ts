@@ -1,4 +1,4 @@
-import type { MigrationInfo } from "../qemu/replies.js";
+import type { MigrationInfo, StatusInfo } from "../qemu/replies.js";
 import type { RunContext } from "./context.js";
 import { RunError } from "./errors.js";
 import { sleep } from "./sides.js";
@@ -14,15 +14,21 @@ export async function finalTimes(ctx: RunContext, info: MigrationInfo): Promise<
   return last;
 }
 
-/** After the source completed: wait for the destination to complete and settle its run state. */
-export async function completeDestination(ctx: RunContext): Promise<void> {
-  const hashing = ctx.planResult.source.facts.features.bitmapSha256 && ctx.rows.length > 0;
-  ctx.progress("completing", {
-    message: hashing
-      ? "waiting for the destination; hashing the source's bitmaps meanwhile"
-      : "waiting for the destination",
-  });
+/** The destination's first status and run state, asked together right after the source completed. */
+export interface FirstLook {
+  info: Promise<MigrationInfo>;
+  status: Promise<StatusInfo>;
+}
+
+/**
+ * After the source completed: wait for the destination to complete and settle its run state. `first`, when given,
+ * answers the first read of each (they were pipelined, so the destination is usually done by the time they are
+ * answered and no further round trip is needed). True when the first run state was the one used: anything asked
+ * behind it on the destination's monitor sees the destination as settled.
+ */
+export async function completeDestination(ctx: RunContext, first?: FirstLook): Promise<boolean> {
   const until = Date.now() + 120_000;
+  let pending = first?.info;
   for (;;) {
     ctx.checkpoint();
     if (ctx.dst.lost) {
@@ -31,8 +37,12 @@ export async function completeDestination(ctx: RunContext): Promise<void> {
         "the destination exited after the source completed: it did not load the migration",
       );
     }
-    const info = await ctx.on(ctx.dst, (m) => m.migrationInfo(), "waiting for the destination to complete");
+    const info = await (pending ??
+      ctx.on(ctx.dst, (m) => m.migrationInfo(), "waiting for the destination to complete"));
     if (info.status === "completed") break;
+    // Asked before the destination had completed: the run state read with it says nothing yet.
+    first = undefined;
+    pending = undefined;
     if (info.status === "failed") {
       throw new RunError(
         failureCodeFor(ctx, info["error-desc"]),
@@ -47,14 +57,17 @@ export async function completeDestination(ctx: RunContext): Promise<void> {
     await ctx.pause(100);
   }
   // The completed event can precede the final run state.
+  let status = first?.status;
   for (let i = 0; i < 300; i++) {
-    const s = await ctx.on(ctx.dst, (m) => m.status(), "reading the destination's run state");
+    const s = await (status ?? ctx.on(ctx.dst, (m) => m.status(), "reading the destination's run state"));
     if (s.status !== "inmigrate") {
       ctx.seen.destinationRan = s.status === "running";
-      return;
+      return i === 0 && status !== undefined;
     }
+    status = undefined;
     await ctx.pause(100);
   }
+  return false;
 }
 
 /** Applies `enabled` overrides and, with --resume, starts a paused destination. */

@@ -67,6 +67,8 @@ export async function resultOf(
   const runState = async (side: Side): Promise<string | null> =>
     (await side.tidy((m) => m.status(), "reading the run state"))?.status ?? null;
   const raised = ctx.seen.downtimeRaised;
+  // Two monitors: both asked at once.
+  const [sourceState, destinationState] = await Promise.all([runState(ctx.src), runState(ctx.dst)]);
   return {
     version: 1,
     ok: error === undefined,
@@ -81,8 +83,8 @@ export async function resultOf(
       transport: ctx.route?.migration ?? ctx.plan.transport?.migration ?? null,
       ...(raised !== undefined ? { downtimeLimitRaisedMs: raised } : {}),
     },
-    source: { runState: await runState(ctx.src), repaired: phase === "failed" ? ctx.repaired : [] },
-    destination: { runState: await runState(ctx.dst) },
+    source: { runState: sourceState, repaired: phase === "failed" ? ctx.repaired : [] },
+    destination: { runState: destinationState },
     ...(ctx.o.copyStorage ? { storage: { disks: ctx.copies } } : {}),
     ...(error ? { error } : {}),
   };

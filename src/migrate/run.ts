@@ -1,11 +1,11 @@
 import { debug } from "../util/debug.js";
-import { readDestination, recordSource, verifyArrived } from "./arrival.js";
-import { completeDestination, finalTimes, finishDestination } from "./completion.js";
+import { arriveDestination, recordSource, verifyArrived } from "./arrival.js";
+import { finalTimes, finishDestination } from "./completion.js";
 import { RunContext } from "./context.js";
 import { follow, startMigration } from "./follow.js";
 import { planErrorsMessage, planMigration } from "./plan.js";
 import { failureOf, resultOf, toRunError, unverified } from "./result.js";
-import { setupSides } from "./setup.js";
+import { readSourceMigration, setupSides } from "./setup.js";
 import { copyDisks, finishCopy } from "./storage.js";
 import { describeUndoFailure } from "./steps.js";
 import { buildStreams, mergeChains } from "./streams.js";
@@ -31,6 +31,7 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
   try {
     ctx.watch();
     ctx.progress("plan", { message: "reading both block graphs" });
+    const sourceMigration = readSourceMigration(ctx);
     const planned = await planMigration(ctx.src.mon, ctx.dst.mon, options);
     ctx.planned = planned;
     options.onPlanned?.(planned);
@@ -42,17 +43,15 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
       });
     }
     ctx.streams = buildStreams(planned);
-    await setupSides(ctx);
+    await setupSides(ctx, sourceMigration);
     const storage = options.copyStorage ? await copyDisks(ctx) : undefined;
     await mergeChains(ctx);
     await startMigration(ctx);
     ctx.seen.lastInfo = await finalTimes(ctx, await follow(ctx));
     await finishCopy(ctx, storage);
-    // Two QEMUs, two monitors: each side is hashed as soon as it is ready, at the same time as the other.
-    const [, arrived] = await Promise.all([
-      recordSource(ctx),
-      completeDestination(ctx).then(() => readDestination(ctx)),
-    ]);
+    // Two QEMUs, two monitors: each side is hashed as soon as it is ready, at the same time as the other. The
+    // destination's reads go out first: it has more to wait for (its completion, its run state) before its hashes.
+    const [arrived] = await Promise.all([arriveDestination(ctx), recordSource(ctx)]);
     const verified = verifyArrived(ctx, arrived);
     await finishDestination(ctx);
     ctx.progress("done", { message: "all bitmaps verified" });

@@ -69,6 +69,19 @@ export interface Step {
   clean?: () => Promise<void>;
   /** Bound of each of its undos (default UNDO_BOUND_MS). */
   boundMs?: number;
+  /**
+   * Steps next to each other on the stack with the same key are undone at the same time: they change different
+   * QEMUs (one step per side), so neither undo has to wait for the other's round trips.
+   */
+  together?: string;
+}
+
+/** One change of `UndoStack.together`. */
+export interface TogetherChange {
+  step: Step;
+  change: () => Promise<unknown>;
+  /** Given: recorded before the change is sent, as `sent` does. Absent: recorded once it succeeded, as `push`. */
+  refused?: (err: unknown) => boolean;
 }
 
 /** An undo that did not complete: the run's result says so (in the error message of a failed run). */
@@ -153,43 +166,90 @@ export class UndoStack {
     return handle;
   }
 
+  /**
+   * Several changes made at once (on both monitors, or pipelined on one), each recorded as `sent` (when it has
+   * `refused`) or `push` (when not) would record it, in the order given: the stack ends as if they had been made
+   * one after another, except that a change after a failed one was made too (and is recorded, so it is undone).
+   * `onStep` sees them in that order, up to the first that failed, whose error is then thrown; an `onStep` that
+   * throws stops there, with every change already recorded.
+   */
+  async together(changes: TogetherChange[]): Promise<void> {
+    const early = changes.filter((c) => c.refused !== undefined).map((c) => c.step);
+    this.stack.push(...early);
+    const settled = await Promise.allSettled(changes.map((c) => c.change()));
+    settled.forEach((r, i) => {
+      const c = changes[i];
+      if (!c) return;
+      if (r.status === "fulfilled") {
+        if (c.refused === undefined) this.stack.push(c.step);
+      } else if (c.refused?.(r.reason) === true) {
+        this.stack.splice(this.stack.indexOf(c.step), 1);
+      }
+    });
+    settled.forEach((r, i) => {
+      const step = changes[i]?.step;
+      if (!step) return;
+      if (r.status === "rejected") throw r.reason;
+      this.options.onStep?.({ index: this.count++, name: step.name, side: step.side, what: step.what });
+    });
+  }
+
   /** Runs the cleans of these steps now, newest first, and drops them from the stack. */
   async release(handles: StepHandle[]): Promise<void> {
     const steps = new Set(handles.map((h) => h.step));
     const mine = this.stack.filter((s) => steps.has(s)).reverse();
     for (const s of mine) this.stack.splice(this.stack.indexOf(s), 1);
-    for (const s of mine) await this.undo(s, "clean");
+    for (const s of mine) {
+      const f = await this.undo(s, "clean");
+      if (f) this.failures.push(f);
+    }
   }
 
   /** Unwinds everything: the aborts newest first when the run failed, then every clean newest first. */
   async unwind(failed: boolean): Promise<UndoFailure[]> {
-    const steps = this.stack.splice(0).reverse();
-    if (failed) for (const s of steps) await this.undo(s, "abort");
-    for (const s of steps) await this.undo(s, "clean");
+    const groups = groupTogether(this.stack.splice(0).reverse());
+    if (failed) for (const g of groups) await this.undoAll(g, "abort");
+    for (const g of groups) await this.undoAll(g, "clean");
     return this.failures.splice(0);
   }
 
-  private async undo(s: Step, undo: "abort" | "clean"): Promise<void> {
+  /** One group's undos at once; their failures are reported in the group's order, whichever finished first. */
+  private async undoAll(group: Step[], undo: "abort" | "clean"): Promise<void> {
+    const failed = await Promise.all(group.map((s) => this.undo(s, undo)));
+    for (const f of failed) if (f) this.failures.push(f);
+  }
+
+  private async undo(s: Step, undo: "abort" | "clean"): Promise<UndoFailure | undefined> {
     const fn = s[undo];
-    if (!fn) return;
+    if (!fn) return undefined;
     const skipped = this.options.skip?.(s.side);
-    if (skipped === "lost") return; // the QEMU is gone, and with it everything the step made there
-    const fail = (message: string): void => {
+    if (skipped === "lost") return undefined; // the QEMU is gone, and with it everything the step made there
+    const fail = (message: string): UndoFailure => {
       debug("undo (%s) of step %s%s: %s", undo, s.name, s.what ? ` (${s.what})` : "", message);
-      this.failures.push({ name: s.name, side: s.side, what: s.what, undo, message });
+      return { name: s.name, side: s.side, what: s.what, undo, message };
     };
-    if (skipped === "unresponsive") {
-      fail(`the ${s.side} does not answer`);
-      return;
-    }
+    if (skipped === "unresponsive") return fail(`the ${s.side} does not answer`);
     try {
       await bounded(fn(), s.boundMs ?? UNDO_BOUND_MS);
+      return undefined;
     } catch (err) {
       // A QEMU that ended while its step was undone (a destination whose incoming migration failed) took it along.
-      if (this.options.skip?.(s.side) === "lost") return;
-      fail(describeError(err));
+      if (this.options.skip?.(s.side) === "lost") return undefined;
+      return fail(describeError(err));
     }
   }
+}
+
+/** Adjacent steps with the same `together` key, as one group each; every other step alone. */
+function groupTogether(steps: Step[]): Step[][] {
+  const groups: Step[][] = [];
+  for (const s of steps) {
+    const last = groups.at(-1);
+    const prev = last?.at(-1);
+    if (last && s.together !== undefined && prev?.together === s.together) last.push(s);
+    else groups.push([s]);
+  }
+  return groups;
 }
 
 /** `p`, or a rejection after `ms` (the work itself goes on; what it returns later is dropped). */

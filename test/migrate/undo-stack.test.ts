@@ -145,4 +145,90 @@ describe("the run's stack of undoable steps", () => {
     assert.equal(await s.around(step(log, "migration", "n"), () => Promise.resolve(7)), 7);
     assert.deepEqual(seen, ["migration"]);
   });
+
+  it("together: recorded in the given order (sent-style first), onStep in order up to the first failure", async () => {
+    const log: string[] = [];
+    const seen: string[] = [];
+    const s = new UndoStack({ onStep: (r) => seen.push(`${r.index} ${r.name} ${r.side}`) });
+    const refused = (err: unknown): boolean => err instanceof Error && err.message === "refused";
+    let release: () => void = () => undefined;
+    const slow = new Promise<void>((resolve) => (release = resolve));
+    const done = s.together([
+      // The destination answers last: the order of the records is still the order given.
+      { step: step(log, "capabilities", "caps d", "destination"), change: () => slow, refused },
+      { step: step(log, "capabilities", "caps s", "source"), change: () => Promise.resolve(), refused },
+      {
+        step: step(log, "mapping", "map d", "destination"),
+        change: () => Promise.reject(new Error("refused")),
+      },
+      { step: step(log, "mapping", "map s", "source"), change: () => Promise.resolve() },
+    ]);
+    release();
+    await assert.rejects(done, /refused/);
+    assert.deepEqual(seen, ["0 capabilities destination", "1 capabilities source"]);
+    // The refused mapping is not on the stack; the source's, made after it had failed, is (and undone).
+    await s.unwind(false);
+    assert.deepEqual(log, ["clean map s", "clean caps s", "clean caps d"]);
+  });
+
+  it("together: a refused sent-style change is dropped, one that got no answer stays for its undo", async () => {
+    const log: string[] = [];
+    const s = new UndoStack();
+    const refused = (err: unknown): boolean => err instanceof Error && err.message === "refused";
+    await assert.rejects(
+      s.together([
+        {
+          step: step(log, "capabilities", "a", "destination"),
+          change: () => Promise.reject(new Error("refused")),
+          refused,
+        },
+        {
+          step: step(log, "capabilities", "b", "source"),
+          change: () => Promise.reject(new Error("timed out")),
+          refused,
+        },
+      ]),
+      /refused/,
+    );
+    await s.unwind(true);
+    assert.deepEqual(log, ["abort b", "clean b"]);
+  });
+
+  it("steps with the same `together` key next to each other are undone at the same time", async () => {
+    const log: string[] = [];
+    const s = new UndoStack();
+    let dStarted: () => void = () => undefined;
+    const started = new Promise<void>((resolve) => (dStarted = resolve));
+    s.push(step(log, "watch", "w", "local"));
+    s.push({
+      name: "capabilities",
+      side: "destination",
+      what: "d",
+      together: "capabilities",
+      clean: () => {
+        log.push("clean d");
+        dStarted();
+        return Promise.resolve();
+      },
+    });
+    s.push({
+      name: "capabilities",
+      side: "source",
+      what: "s",
+      together: "capabilities",
+      // Waits for the destination's undo to start: one after the other, it would time out instead.
+      boundMs: 5_000,
+      clean: async () => {
+        await started;
+        log.push("clean s");
+        throw new Error("QEMU refused");
+      },
+    });
+    const failures = await s.unwind(false);
+    assert.deepEqual(log, ["clean d", "clean s", "clean w"]);
+    assert.deepEqual(
+      failures.map((f) => `${f.what ?? ""}: ${f.message}`),
+      ["s: QEMU refused"],
+    );
+  });
 });
