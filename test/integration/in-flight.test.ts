@@ -8,8 +8,8 @@ import type { MigrateOptions, MigrateResult } from "../../src/migrate/run.js";
 import { validatePolicy } from "../../src/policy/file.js";
 import { QmpTimeoutError } from "../../src/qmp/errors.js";
 import { Findings } from "../fuzz/checks.js";
-import { freePort } from "../fuzz/relay.js";
 import { makeCerts } from "../helpers/certs.js";
+import { tcpEndpoints } from "../helpers/ports.js";
 import { withLab } from "../helpers/lab.js";
 import { runMigration } from "../helpers/migrate.js";
 import { buildPairCases, describeEachPair, type BuildPairCase } from "../helpers/pairs.js";
@@ -63,15 +63,7 @@ const TLS_TARGETS: Target[] = [
 
 /** The stream and the copy over TCP with QEMU's TLS; fresh ports for each run, which listens on them for real. */
 async function tlsOptions(): Promise<Partial<MigrateOptions>> {
-  const mig = await freePort();
-  let nbd = await freePort();
-  while (nbd === mig) nbd = await freePort();
-  return {
-    ...COPY_STORAGE,
-    uri: `tcp:127.0.0.1:${mig}`,
-    nbd: `tcp:127.0.0.1:${nbd}`,
-    tlsCreds: pki,
-  };
+  return { ...COPY_STORAGE, ...(await tcpEndpoints()), tlsCreds: pki };
 }
 
 /**
