@@ -1,7 +1,9 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import path from "node:path";
 import type { StreamTransport } from "../policy/transport.js";
+import type { QemuMonitor } from "../qemu/monitor.js";
 import { parseSocketAddress } from "../qmp/address.js";
+import { QmpCommandError } from "../qmp/errors.js";
 import { TransportError } from "../transport/errors.js";
 import { sshConnectionOf } from "../transport/monitor.js";
 import type { SshConnection } from "../transport/ssh.js";
@@ -15,7 +17,7 @@ import {
 } from "../transport/tls.js";
 import type { RunContext } from "./context.js";
 import { RunError } from "./errors.js";
-import type { Side } from "./sides.js";
+import { refused, type Side } from "./sides.js";
 
 /**
  * Two hosts (DESIGN section 4): how the stream and the disk copy travel, set up as steps of the run before the
@@ -243,7 +245,9 @@ async function tunnelStep<T>(what: string, fn: () => Promise<T>): Promise<T> {
 /**
  * Steps "tls-creds" (the server object on the destination, the client object on the source) and "tls-params"
  * (`tls-creds` on both sides, `tls-hostname` on the source). Their cleans reset the parameters with "" and delete
- * the objects; the NBD server and client that use the objects are later steps, so they are gone by then.
+ * the objects; the NBD server and client that use the objects are later steps, so they are gone by then. Each is
+ * recorded before its command is sent: QEMU makes the object or takes the parameter even when the reply is lost
+ * to --timeout, Ctrl-C or a reply timeout, so the cleans must also accept what was never made.
  */
 async function setupTls(
   ctx: RunContext,
@@ -255,31 +259,57 @@ async function setupTls(
     [ctx.dst, "server"],
     [ctx.src, "client"],
   ] as const) {
-    await tlsStep(side, () => addTlsCreds(side.mon, { id, dir, endpoint }));
-    ctx.steps.push({
-      name: "tls-creds",
-      side: side.name,
-      what: `the TLS ${endpoint} credentials '${id}' (${dir})`,
-      clean: () => side.undo((m) => removeTlsCreds(m, id)),
-    });
+    await ctx.steps.sent(
+      {
+        name: "tls-creds",
+        side: side.name,
+        what: `the TLS ${endpoint} credentials '${id}' (${dir})`,
+        clean: () => side.undo((m) => removeTlsCredsIfPresent(m, id)),
+      },
+      () => tlsStep(ctx, side, (m) => addTlsCreds(m, { id, dir, endpoint })),
+      refused,
+    );
   }
   for (const side of [ctx.dst, ctx.src]) {
-    await tlsStep(side, () => setMigrationTls(side.mon, id, side === ctx.src ? hostname : undefined));
-    ctx.steps.push({
-      name: "tls-params",
-      side: side.name,
-      what: `the ${side.name}'s tls-creds${side === ctx.src ? " and tls-hostname" : ""}`,
-      clean: () => side.undo((m) => resetMigrationTls(m)),
-    });
+    await ctx.steps.sent(
+      {
+        name: "tls-params",
+        side: side.name,
+        what: `the ${side.name}'s tls-creds${side === ctx.src ? " and tls-hostname" : ""}`,
+        // QEMU takes "" whether or not the parameters were ever set (7.2 and 10.0).
+        clean: () => side.undo((m) => resetMigrationTls(m)),
+      },
+      () => tlsStep(ctx, side, (m) => setMigrationTls(m, id, side === ctx.src ? hostname : undefined)),
+      refused,
+    );
   }
 }
 
-async function tlsStep(side: Side, fn: () => Promise<void>): Promise<void> {
+/**
+ * `object-del` of an object the run may never have made: QEMU 7.2 and 10.0 both answer an unknown id with
+ * GenericError "object '<id>' not found", and only that means there is nothing to delete.
+ */
+async function removeTlsCredsIfPresent(m: QemuMonitor, id: string): Promise<void> {
   try {
-    await fn();
+    await removeTlsCreds(m, id);
+  } catch (err) {
+    if (
+      err instanceof QmpCommandError &&
+      err.errorClass === "GenericError" &&
+      err.desc === `object '${id}' not found`
+    )
+      return;
+    throw err;
+  }
+}
+
+/** One TLS command, abortable like every command of the run; QEMU's refusal of it is TLS_FAILED. */
+async function tlsStep(ctx: RunContext, side: Side, fn: (m: QemuMonitor) => Promise<void>): Promise<void> {
+  try {
+    await ctx.on(side, fn, "setting up TLS");
   } catch (err) {
     if (err instanceof TransportError)
       throw new RunError("TLS_FAILED", `${side.name}: ${err.message}`, { cause: err });
-    throw side.error(err, "setting up TLS");
+    throw err;
   }
 }

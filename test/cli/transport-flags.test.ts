@@ -91,6 +91,11 @@ describe("transport flags of plan and migrate (section 5)", () => {
       const human = await runCli(base);
       assert.equal(human.code, 1);
       assert.match(human.stdout, /INSECURE_NBD/);
+      // The human output names the route the JSON's `transport` gives.
+      assert.match(
+        human.stdout,
+        /^Route: source monitor over unix socket, destination monitor over unix socket; migration stream over plaintext TCP, disk copy \(NBD\) over plaintext TCP\.$/m,
+      );
 
       const accepted = await runCli([...base, "--insecure", "--json"]);
       assert.equal(accepted.code, 0, accepted.stderr);
@@ -142,6 +147,12 @@ describe("transport flags of plan and migrate (section 5)", () => {
         migration: null,
         nbd: null,
       });
+      const human = await runCli(["plan", ...pairArgs(pair)]);
+      assert.equal(human.code, 0, human.stderr);
+      assert.match(
+        human.stdout,
+        /^Route: source monitor over unix socket, destination monitor over unix socket; migration stream not known \(no --uri\)\.$/m,
+      );
     });
   });
 });

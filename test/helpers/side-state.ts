@@ -1,5 +1,6 @@
 import type { Lab } from "../../src/lab/lab.js";
 import type { QemuProcess } from "../../src/lab/process.js";
+import { QmpCommandError } from "../../src/qmp/errors.js";
 import type { Findings } from "../fuzz/checks.js";
 import { bitmapStates, type BitmapState } from "./bitmaps.js";
 
@@ -12,6 +13,8 @@ export interface SideState {
   exports: unknown;
   jobs: unknown;
   nbdServer: "running" | "stopped";
+  /** The user-creatable objects (`object-add`: the run's TLS credentials), by id. */
+  objects: string[];
   bitmaps: Map<string, BitmapState>;
   images: Map<string, string>;
 }
@@ -35,6 +38,7 @@ export async function sideState(lab: Lab, proc: QemuProcess): Promise<SideState>
     exports: await q.execute("query-block-exports"),
     jobs: await q.execute("query-block-jobs"),
     nbdServer: await nbdServerState(lab, proc),
+    objects: await objectIds(proc),
     bitmaps: await bitmapStates(proc),
     images,
   };
@@ -52,6 +56,23 @@ async function nbdServerState(lab: Lab, proc: QemuProcess): Promise<"running" | 
   return "stopped";
 }
 
+/** QEMU makes /objects on first use: a QEMU that never had one answers DeviceNotFound, which means none. */
+async function objectIds(proc: QemuProcess): Promise<string[]> {
+  try {
+    const list = (await proc.qmp.execute("qom-list", { path: "/objects" })) as {
+      name: string;
+      type: string;
+    }[];
+    return list
+      .filter((p) => p.type.startsWith("child<"))
+      .map((p) => `${p.name} (${p.type.slice(6, -1)})`)
+      .sort();
+  } catch (err) {
+    if (err instanceof QmpCommandError && err.errorClass === "DeviceNotFound") return [];
+    throw err;
+  }
+}
+
 export function compare(f: Findings, side: string, after: SideState, before: SideState): void {
   f.equal(after.runState, before.runState, `${side} run state`);
   f.equal(after.capabilities, before.capabilities, `${side} capabilities`);
@@ -60,6 +81,7 @@ export function compare(f: Findings, side: string, after: SideState, before: Sid
   f.equal(after.exports, before.exports, `${side} exports`);
   f.equal(after.jobs, before.jobs, `${side} block jobs`);
   f.equal(after.nbdServer, before.nbdServer, `${side} NBD server`);
+  f.equal(after.objects, before.objects, `${side} objects`);
   f.equal([...after.bitmaps.keys()].sort(), [...before.bitmaps.keys()].sort(), `${side} bitmaps`);
   for (const [key, b] of before.bitmaps) {
     const a = after.bitmaps.get(key);

@@ -1,11 +1,15 @@
 import { it } from "node:test";
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import path from "node:path";
 import type { QemuProcess } from "../../src/lab/process.js";
 import * as S from "../../src/lab/scenarios.js";
 import type { MigrateOptions, MigrateResult } from "../../src/migrate/run.js";
 import { validatePolicy } from "../../src/policy/file.js";
 import { QmpTimeoutError } from "../../src/qmp/errors.js";
 import { Findings } from "../fuzz/checks.js";
+import { makeCerts } from "../helpers/certs.js";
+import { tcpEndpoints } from "../helpers/ports.js";
 import { withLab } from "../helpers/lab.js";
 import { runMigration } from "../helpers/migrate.js";
 import { buildPairCases, describeEachPair, type BuildPairCase } from "../helpers/pairs.js";
@@ -39,7 +43,34 @@ const TARGETS: Target[] = [
   { side: "source", command: "transaction" },
 ];
 
-type Loss = "interrupted" | "reply timed out";
+// QEMU's TLS on this host (transport.ts): both sides use one directory holding the server's and the client's files.
+const pkiDir = mkdtempSync(path.join("/tmp", "pki-flight-"));
+process.on("exit", () => {
+  rmSync(pkiDir, { recursive: true, force: true });
+});
+const pki = makeCerts(pkiDir, { ips: ["127.0.0.1"], names: ["localhost"] }).bothDir;
+
+/** The setting of a TLS parameter, not the clean's reset of both with "". */
+const settingTls = (a: Record<string, unknown> | undefined): boolean =>
+  typeof a?.["tls-creds"] === "string" && a["tls-creds"] !== "";
+
+const TLS_TARGETS: Target[] = [
+  { side: "destination", command: "object-add", args: (a) => a?.["qom-type"] === "tls-creds-x509" },
+  { side: "source", command: "object-add", args: (a) => a?.["qom-type"] === "tls-creds-x509" },
+  { side: "destination", command: "migrate-set-parameters", args: settingTls },
+  { side: "source", command: "migrate-set-parameters", args: settingTls },
+];
+
+/** The stream and the copy over TCP with QEMU's TLS; fresh ports for each run, which listens on them for real. */
+async function tlsOptions(): Promise<Partial<MigrateOptions>> {
+  return { ...COPY_STORAGE, ...(await tcpEndpoints()), tlsCreds: pki };
+}
+
+/**
+ * "never reached QEMU": the command timed out before QEMU made the change (a refusal whose reply was lost is the
+ * same), so the step's clean finds nothing to undo and must accept QEMU's "not found".
+ */
+type Loss = "interrupted" | "reply timed out" | "never reached QEMU";
 
 /** Lets `proc`'s first `target` command through to QEMU and keeps its reply from the run. */
 function catchCommand(proc: QemuProcess, target: Target, loss: Loss, ac: AbortController): () => boolean {
@@ -47,8 +78,13 @@ function catchCommand(proc: QemuProcess, target: Target, loss: Loss, ac: AbortCo
   const real = qmp.execute.bind(qmp);
   let caught = false;
   qmp.execute = (command, args, options) => {
+    const mine = !caught && command === target.command && (!target.args || target.args(args));
+    if (mine && loss === "never reached QEMU") {
+      caught = true;
+      return Promise.reject(new QmpTimeoutError(command, 1));
+    }
     const reply = real(command, args, options);
-    if (caught || command !== target.command || (target.args && !target.args(args))) return reply;
+    if (!mine) return reply;
     caught = true;
     if (loss === "interrupted") {
       ac.abort("test");
@@ -100,6 +136,20 @@ describeEachPair("bitferry migrate: a change whose reply is lost is undone", (qp
         const failures: string[] = [];
         for (const t of TARGETS) {
           for (const m of await runCaught(qp, t, loss, COPY_STORAGE))
+            failures.push(`${t.side} ${t.command}: ${m}`);
+        }
+        assert.deepEqual(failures, []);
+      },
+    );
+  }
+  for (const loss of ["interrupted", "reply timed out", "never reached QEMU"] as const) {
+    it(
+      `${loss} while each TLS command is in flight (tls-creds objects and parameters)`,
+      { timeout: 600_000 },
+      async () => {
+        const failures: string[] = [];
+        for (const t of TLS_TARGETS) {
+          for (const m of await runCaught(qp, t, loss, await tlsOptions()))
             failures.push(`${t.side} ${t.command}: ${m}`);
         }
         assert.deepEqual(failures, []);

@@ -2,6 +2,7 @@ import Table from "cli-table3";
 import { formatBytes } from "../../util/format.js";
 import type { Colors } from "../output.js";
 import { addedDowntimeMs } from "../../policy/convergence.js";
+import type { MonitorTransport, PlanTransport, StreamTransport } from "../../policy/transport.js";
 import type { Plan, PlanBitmap } from "../../policy/types.js";
 
 export function formatMs(ms: number): string {
@@ -28,7 +29,25 @@ function truncateName(s: string, max = 48): string {
   return s.length <= max ? s : `${s.slice(0, max - 1)}…`;
 }
 
-/** The human form of a plan: the table, then every error with its fix, the warnings, and the payload. */
+const MONITOR_WORDS: Record<MonitorTransport, string> = { unix: "unix socket", tcp: "TCP", ssh: "SSH" };
+const STREAM_WORDS: Record<StreamTransport, string> = {
+  unix: "unix socket",
+  "ssh-tunnel": "SSH tunnel",
+  tls: "QEMU's TLS",
+  plaintext: "plaintext TCP",
+};
+
+/** The route of `transport` in one line, in the words of DESIGN section 5's values. */
+function routeLine(t: PlanTransport): string {
+  const migration = t.migration === null ? "not known (no --uri)" : `over ${STREAM_WORDS[t.migration]}`;
+  const nbd = t.nbd === null ? "" : `, disk copy (NBD) over ${STREAM_WORDS[t.nbd]}`;
+  return (
+    `Route: source monitor over ${MONITOR_WORDS[t.monitors.source]}, destination monitor over ` +
+    `${MONITOR_WORDS[t.monitors.destination]}; migration stream ${migration}${nbd}.`
+  );
+}
+
+/** The human form of a plan: the table, then every error with its fix, the warnings, the route, and the payload. */
 export function renderPlanText(plan: Plan, c: Colors): string {
   const lines: string[] = [];
   if (plan.bitmaps.length === 0) {
@@ -75,6 +94,7 @@ export function renderPlanText(plan: Plan, c: Colors): string {
     for (const w of plan.warnings) lines.push(`  ${c.yellow(`warning ${w.code}`)}: ${w.message}`);
   }
   lines.push("");
+  if (plan.transport) lines.push(routeLine(plan.transport));
   if (plan.payloadBytes > 0) {
     const bytes =
       plan.payloadBytes < 1024
