@@ -52,6 +52,28 @@ export async function connectMonitor(
   }
 }
 
+/**
+ * Connects to both monitors at once (one negotiation's wait instead of two). Whatever connected is pushed on
+ * `monitors` so the caller closes it; when both fail, the source's error is the one reported, as when they were
+ * connected one after the other.
+ */
+export async function connectBoth(
+  sourceAddress: string,
+  destinationAddress: string,
+  monitors: QemuMonitor[],
+  commandTimeoutMs = COMMAND_TIMEOUT_MS,
+): Promise<{ source: QemuMonitor; destination: QemuMonitor }> {
+  const [s, d] = await Promise.allSettled([
+    connectMonitor(sourceAddress, "source", commandTimeoutMs),
+    connectMonitor(destinationAddress, "destination", commandTimeoutMs),
+  ]);
+  if (s.status === "fulfilled") monitors.push(s.value);
+  if (d.status === "fulfilled") monitors.push(d.value);
+  if (s.status === "rejected") throw s.reason;
+  if (d.status === "rejected") throw d.reason;
+  return { source: s.value, destination: d.value };
+}
+
 export async function loadPolicy(file: string | undefined): Promise<Policy> {
   if (file === undefined) return DEFAULT_POLICY;
   // The YAML parser loads only when there is a policy file to parse.

@@ -1,5 +1,5 @@
 import type { CliContext } from "../main.js";
-import { closeMonitors, commandTimeoutFor, connectMonitor, loadPolicy } from "../connect.js";
+import { closeMonitors, commandTimeoutFor, connectBoth, loadPolicy } from "../connect.js";
 import { ExitCode } from "../exit-codes.js";
 import { colors, exitCodeFor, reportError, summarizeError, writeJson } from "../output.js";
 import { ProgressReporter } from "../progress.js";
@@ -44,10 +44,12 @@ export async function migrateAction(opts: MigrateFlags, ctx: CliContext): Promis
   try {
     const transport = transportRequest(opts, "migrate");
     const policy = await loadPolicy(opts.policy);
-    const source = await connectMonitor(opts.source, "source", commandTimeoutFor(opts.maxDowntime));
-    monitors.push(source);
-    const destination = await connectMonitor(opts.dest, "destination", commandTimeoutFor(opts.maxDowntime));
-    monitors.push(destination);
+    const { source, destination } = await connectBoth(
+      opts.source,
+      opts.dest,
+      monitors,
+      commandTimeoutFor(opts.maxDowntime),
+    );
     let planned: PlanResult | undefined;
     const result = await migrate({
       source,

@@ -1,5 +1,5 @@
 import type { CliContext } from "../main.js";
-import { closeMonitors, connectMonitor, loadPolicy } from "../connect.js";
+import { closeMonitors, connectBoth, loadPolicy } from "../connect.js";
 import { ExitCode } from "../exit-codes.js";
 import { colors, exitCodeFor, reportError, summarizeError, writeJson } from "../output.js";
 import { writePicture } from "../picture.js";
@@ -22,10 +22,7 @@ export async function planAction(opts: PlanFlags, ctx: CliContext): Promise<void
   try {
     const transport = transportRequest(opts, "plan");
     const policy = await loadPolicy(opts.policy);
-    const source = await connectMonitor(opts.source, "source");
-    monitors.push(source);
-    const destination = await connectMonitor(opts.dest, "destination");
-    monitors.push(destination);
+    const { source, destination } = await connectBoth(opts.source, opts.dest, monitors);
     const planned = await planMigration(source, destination, {
       policy,
       postcopy: opts.postcopy ?? false,
