@@ -203,6 +203,11 @@ export class SshConnection {
       stderr += s;
     };
     child.stderr.on("data", onErr);
+    const stderrEnded = new Promise<void>((r) =>
+      child.stderr.once("close", () => {
+        r();
+      }),
+    );
     const timeoutMs = options.timeoutMs ?? 30_000;
     const first = await new Promise<{ dir: string } | { fail: string }>((resolve) => {
       let out = "";
@@ -224,15 +229,15 @@ export class SshConnection {
         else resolve({ fail: `unexpected output from the remote host: ${line.slice(0, 200)}` });
       };
       child.stdout.on("data", onData);
-      void exited.then((e) => {
+      void exited.then(async (e) => {
         clearTimeout(timer);
-        // Let the last of stderr arrive before reading the reason from it.
-        setImmediate(() => {
-          resolve({
-            fail:
-              sshReason(stderr) ||
-              `ssh exited with ${e.signal ? `signal ${e.signal}` : `status ${String(e.code)}`}`,
-          });
+        // 'exit' can come before the last of stderr has been read (seen under load: the reason was lost): wait for
+        // the pipe's end, bounded in case something ssh started still holds it open.
+        await Promise.race([stderrEnded, new Promise((r) => setTimeout(r, 1000).unref())]);
+        resolve({
+          fail:
+            sshReason(stderr) ||
+            `ssh exited with ${e.signal ? `signal ${e.signal}` : `status ${String(e.code)}`}`,
         });
       });
     });
