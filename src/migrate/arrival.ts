@@ -3,6 +3,7 @@ import type { PlanBitmap } from "../policy/types.js";
 import { completeDestination, type FirstLook } from "./completion.js";
 import type { RunContext } from "./context.js";
 import { RunError } from "./errors.js";
+import { quiet } from "./sides.js";
 import { readName } from "./streams.js";
 import { judgeBitmap, type SourceRecord, type VerifiedBitmap } from "./verify.js";
 
@@ -22,13 +23,9 @@ export async function recordSource(ctx: RunContext): Promise<void> {
   // the read fail, its error is the run's, and the hashes' answers are dropped.
   const hashes = ctx.rows.map((b) => {
     if (!hash) return Promise.resolve(null);
-    const p = ctx.on(
-      ctx.src,
-      (m) => m.bitmapSha256(b.source.node, readName(ctx.streams, b)),
-      "hashing bitmaps",
+    return quiet(
+      ctx.on(ctx.src, (m) => m.bitmapSha256(b.source.node, readName(ctx.streams, b)), "hashing bitmaps"),
     );
-    p.catch(() => undefined);
-    return p;
   });
   const nodes = await reading;
   const byName = new Map(nodes.map((n) => [n["node-name"], n]));
@@ -49,12 +46,6 @@ export async function recordSource(ctx: RunContext): Promise<void> {
     }),
   );
   ctx.sourceRecords = new Map(records);
-}
-
-/** `p`, whose rejection is handled where it is awaited, or dropped when the read turns out not to be needed. */
-function quiet<T>(p: Promise<T>): Promise<T> {
-  p.catch(() => undefined);
-  return p;
 }
 
 /**

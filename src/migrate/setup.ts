@@ -2,7 +2,7 @@ import { QmpCommandError } from "../qmp/errors.js";
 import type { MigrationInfo } from "../qemu/replies.js";
 import type { RunContext } from "./context.js";
 import { RunError } from "./errors.js";
-import { refused, RUNNING_STATUSES, type Side } from "./sides.js";
+import { quiet, refused, RUNNING_STATUSES, type Side } from "./sides.js";
 import type { TogetherChange } from "./steps.js";
 import { setupTransport } from "./transport.js";
 
@@ -11,10 +11,8 @@ import { setupTransport } from "./transport.js";
  * setup refuses to touch a source that already migrates. The caller starts it before the plan and hands it on.
  */
 export function readSourceMigration(ctx: RunContext): Promise<MigrationInfo> {
-  const p = ctx.on(ctx.src, (m) => m.migrationInfo(), "checking for a running migration");
   // A plan that fails or finds errors never looks at it.
-  p.catch(() => undefined);
-  return p;
+  return quiet(ctx.on(ctx.src, (m) => m.migrationInfo(), "checking for a running migration"));
 }
 
 /**

@@ -78,6 +78,12 @@ export function refused(err: unknown): boolean {
   return false;
 }
 
+/** `p`, whose rejection is handled where it is awaited, or dropped when its answer turns out not to be needed. */
+export function quiet<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
+}
+
 /**
  * The undo of a change that may never have been made (a step recorded before its command, see `UndoStack.sent`):
  * QEMU's "not found" answer means there is nothing to undo. `absent` matches that answer's text.

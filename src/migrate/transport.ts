@@ -3,7 +3,6 @@ import path from "node:path";
 import type { StreamTransport } from "../policy/transport.js";
 import type { QemuMonitor } from "../qemu/monitor.js";
 import { parseSocketAddress } from "../qmp/address.js";
-import { QmpCommandError } from "../qmp/errors.js";
 import { TransportError } from "../transport/errors.js";
 import { sshConnectionOf } from "../transport/monitor.js";
 import type { SshConnection } from "../transport/ssh.js";
@@ -17,7 +16,7 @@ import {
 } from "../transport/tls.js";
 import type { RunContext } from "./context.js";
 import { RunError } from "./errors.js";
-import { refused, type Side } from "./sides.js";
+import { refused, undoIfPresent, type Side } from "./sides.js";
 
 /**
  * Two hosts (DESIGN section 4): how the stream and the disk copy travel, set up as steps of the run before the
@@ -264,7 +263,8 @@ async function setupTls(
         name: "tls-creds",
         side: side.name,
         what: `the TLS ${endpoint} credentials '${id}' (${dir})`,
-        clean: () => side.undo((m) => removeTlsCredsIfPresent(m, id)),
+        // QEMU 7.2 and 10.0 both answer the delete of an unknown id with "object '<id>' not found".
+        clean: () => side.undo((m) => undoIfPresent(() => removeTlsCreds(m, id), absentObject(id))),
       },
       () => tlsStep(ctx, side, (m) => addTlsCreds(m, { id, dir, endpoint })),
       refused,
@@ -285,22 +285,9 @@ async function setupTls(
   }
 }
 
-/**
- * `object-del` of an object the run may never have made: QEMU 7.2 and 10.0 both answer an unknown id with
- * GenericError "object '<id>' not found", and only that means there is nothing to delete.
- */
-async function removeTlsCredsIfPresent(m: QemuMonitor, id: string): Promise<void> {
-  try {
-    await removeTlsCreds(m, id);
-  } catch (err) {
-    if (
-      err instanceof QmpCommandError &&
-      err.errorClass === "GenericError" &&
-      err.desc === `object '${id}' not found`
-    )
-      return;
-    throw err;
-  }
+/** QEMU's answer to `object-del` of `id` when there is no such object, and only for that id. */
+function absentObject(id: string): RegExp {
+  return new RegExp(`^object '${id.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}' not found$`);
 }
 
 /** One TLS command, abortable like every command of the run; QEMU's refusal of it is TLS_FAILED. */
