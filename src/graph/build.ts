@@ -24,10 +24,10 @@ function toNode(info: BlockDeviceInfo, children: Child[]): BlockNode {
   const ro = info.ro;
   const bitmaps: Bitmap[] = [];
   let anonymous = 0;
-  for (const b of info["dirty-bitmaps"] ?? []) {
+  info["dirty-bitmaps"]?.forEach((b) => {
     if (b.name === undefined) {
       anonymous++;
-      continue;
+      return;
     }
     bitmaps.push({
       name: b.name,
@@ -39,7 +39,7 @@ function toNode(info: BlockDeviceInfo, children: Child[]): BlockNode {
       inconsistent: b.inconsistent ?? false,
       readOnly: ro && b.persistent,
     });
-  }
+  });
   const spec = info.image["format-specific"];
   const stored: StoredBitmap[] = (spec?.type === "qcow2" ? (spec.data?.bitmaps ?? []) : []).map((s) => ({
     name: s.name,

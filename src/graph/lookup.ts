@@ -16,6 +16,7 @@ export class GraphLookup {
   private parents: Map<string, { parent: BlockNode; role: string }[]> | undefined;
   private bitmapNames: Map<string, number> | undefined;
   private known: string | undefined;
+  private blocking: boolean | undefined;
 
   constructor(readonly graph: BlockGraph) {
     for (const n of graph.nodes) {
@@ -91,6 +92,14 @@ export class GraphLookup {
       }
     }
     return this.parents.get(node) ?? [];
+  }
+
+  /** Whether a named bitmap is busy, inconsistent or read-only: QEMU refuses to migrate any bitmap of its node. */
+  get hasBlockingBitmap(): boolean {
+    this.blocking ??= this.graph.nodes.some((n) =>
+      n.bitmaps.some((b) => b.busy || b.inconsistent || b.readOnly),
+    );
+    return this.blocking;
   }
 
   /** How many nodes carry a named bitmap called `name`. */

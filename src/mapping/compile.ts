@@ -30,9 +30,9 @@ export interface StreamBitmap {
 /** The stream bitmaps of a plan's rows: merged chains travel once, as their temporary bitmap on the top node. */
 export function streamBitmaps(work: readonly Work[]): StreamBitmap[] {
   const out: StreamBitmap[] = [];
-  for (const w of work) {
+  work.forEach((w) => {
     const t = w.entry.target;
-    if (w.entry.action !== "migrate" || !t || !isStream(w)) continue;
+    if (w.entry.action !== "migrate" || !t || !isStream(w)) return;
     const m = w.merge;
     out.push({
       sourceNode: m ? m.disk.name : w.node.name,
@@ -42,7 +42,7 @@ export function streamBitmaps(work: readonly Work[]): StreamBitmap[] {
       targetBitmap: t.bitmap,
       targetPersistent: t.persistent,
     });
-  }
+  });
   return out;
 }
 
@@ -67,7 +67,7 @@ export function compileMapping(bitmaps: readonly StreamBitmap[], transforms: Tra
   >();
   // Stream bitmaps come node by node: the node of the bitmap before is looked up once per run.
   let last: { src: BitmapAliasMapping[number]; dst: BitmapAliasMapping[number] } | undefined;
-  for (const b of bitmaps) {
+  bitmaps.forEach((b) => {
     let pair = last?.src["node-name"] === b.sourceNode ? last : bySourceNode.get(b.sourceNode);
     if (!pair) {
       const alias = `n${bySourceNode.size}`;
@@ -90,7 +90,7 @@ export function compileMapping(bitmaps: readonly StreamBitmap[], transforms: Tra
     last = pair;
     pair.src.bitmaps.push(src);
     pair.dst.bitmaps.push(dst);
-  }
+  });
   for (const [side, m] of [
     ["source", source],
     ["destination", destination],

@@ -45,13 +45,17 @@ export function validateMapping(mapping: BitmapAliasMapping, strict = true): str
     if (nodeNames.has(n["node-name"])) return `The node name '${n["node-name"]}' is mapped twice`;
     nodeNames.add(n["node-name"]);
     const twice = duplicateAt(n.bitmaps, "name");
-    let i = 0;
-    for (const b of n.bitmaps) {
-      if (longerThan(b.alias, 255)) return `The bitmap alias '${b.alias}' is longer than 255 bytes`;
-      if (longerThan(b.name, 1023)) return `The bitmap name '${b.name}' is longer than 1023 bytes`;
-      if (i++ === twice) return `The bitmap '${n["node-name"]}'/'${b.name}' is mapped twice`;
-      if (strict && b.alias === "")
-        return `The bitmap alias for '${n["node-name"]}'/'${b.name}' is empty (QEMU accepts it, then fails the migration)`;
+    // The first bitmap with a problem, found without an iterator (a plan compiles thousands), then its first problem.
+    const at = n.bitmaps.findIndex(
+      (b, i) =>
+        longerThan(b.alias, 255) || longerThan(b.name, 1023) || i === twice || (strict && b.alias === ""),
+    );
+    const bad = n.bitmaps[at];
+    if (bad) {
+      if (longerThan(bad.alias, 255)) return `The bitmap alias '${bad.alias}' is longer than 255 bytes`;
+      if (longerThan(bad.name, 1023)) return `The bitmap name '${bad.name}' is longer than 1023 bytes`;
+      if (at === twice) return `The bitmap '${n["node-name"]}'/'${bad.name}' is mapped twice`;
+      return `The bitmap alias for '${n["node-name"]}'/'${bad.name}' is empty (QEMU accepts it, then fails the migration)`;
     }
   }
   // Pass 2: alias -> name (duplicate aliases).

@@ -41,23 +41,24 @@ interface CheckCtx {
  * or silently drop. Each adds errors to the bitmaps concerned (plan-level ones to `ctx.errors`).
  */
 export function runChecks(work: Work[], ctx: CheckCtx): void {
-  // One pass for the three row lists the checks read (rather than a filter, and a closure call, per list and row).
-  const migrating: Work[] = [];
+  checkBlockers(work, ctx);
+  // The checks of one row on its own, all in one pass: a plan's rows lie scattered over the heap, and every pass
+  // over them costs a few cache misses per row, more than the checks themselves. The pass also collects the row
+  // lists the checks across rows read.
   const streams: Work[] = [];
   const resolvedStreams: Work[] = [];
-  for (const w of work) {
-    if (w.entry.action !== "migrate") continue;
-    migrating.push(w);
-    if (!isStream(w)) continue;
+  work.forEach((w) => {
+    checkBusyPersistent(w, ctx);
+    if (w.entry.action !== "migrate") return;
+    checkMergeSource(w, ctx);
+    checkName(w);
+    checkSizeGrowth(w, ctx.src);
+    if (!isStream(w)) return;
     streams.push(w);
-    if (w.dst !== undefined) resolvedStreams.push(w);
-  }
-  checkBlockers(work, migrating, ctx);
-  checkBusyPersistent(work, ctx);
-  checkMergeSources(migrating, ctx);
-  for (const w of migrating) checkName(w);
-  checkSizeGrowth(migrating, ctx.src);
-  for (const w of resolvedStreams) if (w.dst) checkDestination(w, w.dst, ctx);
+    if (w.dst === undefined) return;
+    resolvedStreams.push(w);
+    checkDestination(w, w.dst, ctx);
+  });
   checkSharedImages(work, ctx);
   checkGroups(resolvedStreams);
   checkQemu(streams, ctx);
@@ -66,11 +67,13 @@ export function runChecks(work: Work[], ctx: CheckCtx): void {
 /** Rows by a (node, bitmap) pair: almost every pair has one row, held as is until a second one arrives. */
 type Rows = Work | Work[];
 
-function addRow(map: PairMap<Rows>, node: string, bitmap: string, w: Work): void {
+/** Returns whether the pair already had a row. */
+function addRow(map: PairMap<Rows>, node: string, bitmap: string, w: Work): boolean {
   const cur = map.get(node, bitmap);
   if (cur === undefined) map.set(node, bitmap, w);
   else if (Array.isArray(cur)) cur.push(w);
   else map.replace(node, bitmap, [cur, w]);
+  return cur !== undefined;
 }
 
 function rowsOf(rows: Rows | undefined): readonly Work[] {
@@ -81,11 +84,12 @@ function rowsOf(rows: Rows | undefined): readonly Work[] {
  * QEMU checks every named bitmap of a node it migrates bitmaps from: one busy, inconsistent or read-only bitmap
  * fails the whole migration, even one that is not itself migrating. (A merged chain migrates from its top node.)
  */
-function checkBlockers(work: Work[], migrating: Work[], ctx: CheckCtx): void {
+function checkBlockers(work: Work[], ctx: CheckCtx): void {
   // Most plans have no such bitmap at all: nothing to index then.
-  if (!work.some((w) => w.bitmap.busy || w.bitmap.inconsistent || w.bitmap.readOnly)) return;
+  if (!ctx.src.hasBlockingBitmap) return;
   const migratingByNode = new Map<string, Work[]>();
-  for (const w of migrating) {
+  for (const w of work) {
+    if (w.entry.action !== "migrate") continue;
     const node = streamNode(w).name;
     const list = migratingByNode.get(node);
     if (list) list.push(w);
@@ -135,45 +139,41 @@ function checkBlockers(work: Work[], migrating: Work[], ctx: CheckCtx): void {
  * Assertion '!bdrv_dirty_bitmap_busy(bitmap)' failed`): the source dies, and the destination with it. So a busy
  * persistent bitmap anywhere on the source fails the plan, whether or not its node migrates anything.
  */
-function checkBusyPersistent(work: Work[], ctx: CheckCtx): void {
-  for (const w of work) {
-    const b = w.bitmap;
-    if (!b.busy || !b.persistent || w.node.readOnly) continue;
-    addError(
-      w.entry,
-      "BITMAP_BUSY",
-      `bitmap '${b.name}' on ${describeNode(w.node, ctx.src)} is persistent and in use by another operation (a block ` +
-        `job, an NBD export or a backup): when the source hands its disks over at the switchover, QEMU stores it and ` +
-        `aborts because it is in use, and the VM is lost on both sides, whether or not the bitmap migrates. Fix: end ` +
-        `what holds it (block-export-del, or let the job finish) before migrating`,
-    );
-  }
+function checkBusyPersistent(w: Work, ctx: CheckCtx): void {
+  const b = w.bitmap;
+  if (!b.busy || !b.persistent || w.node.readOnly) return;
+  addError(
+    w.entry,
+    "BITMAP_BUSY",
+    `bitmap '${b.name}' on ${describeNode(w.node, ctx.src)} is persistent and in use by another operation (a block ` +
+      `job, an NBD export or a backup): when the source hands its disks over at the switchover, QEMU stores it and ` +
+      `aborts because it is in use, and the VM is lost on both sides, whether or not the bitmap migrates. Fix: end ` +
+      `what holds it (block-export-del, or let the job finish) before migrating`,
+  );
 }
 
 /** A merged chain is made with block-dirty-bitmap-merge, which refuses busy and inconsistent sources and size changes. */
-function checkMergeSources(migrating: Work[], ctx: CheckCtx): void {
-  for (const w of migrating) {
-    const g = w.merge;
-    if (!g || w.node === g.disk) continue;
-    const b = w.bitmap;
-    const where = describeNode(w.node, ctx.src);
-    if (b.busy || b.inconsistent) {
-      addError(
-        w.entry,
-        b.busy ? "BITMAP_BUSY" : "BITMAP_INCONSISTENT",
-        `bitmap '${b.name}' on backing node ${where} is ${b.busy ? "in use by another operation" : "inconsistent"}: ` +
-          `QEMU cannot merge it into the copy of ${describeNode(g.disk, ctx.src)}. Skip the name (deny: ['${b.name}']) ` +
-          `or ${b.busy ? "end what holds it" : "remove it from the backing image (qemu-img bitmap --remove)"}`,
-      );
-    }
-    if (w.node.size !== g.disk.size) {
-      addError(
-        w.entry,
-        "QEMU_UNSUPPORTED",
-        `bitmap '${b.name}' on backing node ${where} (${w.node.size} bytes) cannot be merged into the top node ` +
-          `'${g.disk.name}' (${g.disk.size} bytes): QEMU merges only bitmaps of nodes of the same size. Skip the name (deny: ['${b.name}'])`,
-      );
-    }
+function checkMergeSource(w: Work, ctx: CheckCtx): void {
+  const g = w.merge;
+  if (!g || w.node === g.disk) return;
+  const b = w.bitmap;
+  const where = describeNode(w.node, ctx.src);
+  if (b.busy || b.inconsistent) {
+    addError(
+      w.entry,
+      b.busy ? "BITMAP_BUSY" : "BITMAP_INCONSISTENT",
+      `bitmap '${b.name}' on backing node ${where} is ${b.busy ? "in use by another operation" : "inconsistent"}: ` +
+        `QEMU cannot merge it into the copy of ${describeNode(g.disk, ctx.src)}. Skip the name (deny: ['${b.name}']) ` +
+        `or ${b.busy ? "end what holds it" : "remove it from the backing image (qemu-img bitmap --remove)"}`,
+    );
+  }
+  if (w.node.size !== g.disk.size) {
+    addError(
+      w.entry,
+      "QEMU_UNSUPPORTED",
+      `bitmap '${b.name}' on backing node ${where} (${w.node.size} bytes) cannot be merged into the top node ` +
+        `'${g.disk.name}' (${g.disk.size} bytes): QEMU merges only bitmaps of nodes of the same size. Skip the name (deny: ['${b.name}'])`,
+    );
   }
 }
 
@@ -214,6 +214,8 @@ function checkNodeName(w: Work, node: string): void {
 
 /** The bitmap called `name` among `list`: a scan, as nodes carry few bitmaps. */
 function named<T extends { name: string }>(list: readonly T[], name: string): T | undefined {
+  // An incoming destination shows no bitmaps in memory, and most nodes store none.
+  if (list.length === 0) return undefined;
   for (const x of list) {
     if (x.name === name) return x;
   }
@@ -225,27 +227,25 @@ function checkDestination(w: Work, dst: BlockNode, ctx: CheckCtx): void {
   if (!t) return;
   const src = w.node;
   const g = w.bitmap.granularity;
-  // Described only for an error: most bitmaps have none.
-  const desc = (): string => describeNode(dst, ctx.dst);
   if (dst.readOnly) {
     addTargetError(
       w.entry,
       "TARGET_READ_ONLY",
-      `destination ${desc()} is read-only: QEMU cannot create bitmap '${t.bitmap}' there`,
+      `destination ${describeNode(dst, ctx.dst)} is read-only: QEMU cannot create bitmap '${t.bitmap}' there`,
     );
   }
   if (dst.size < src.size) {
     addTargetError(
       w.entry,
       "TARGET_TOO_SMALL",
-      `destination ${desc()} is ${dst.size} bytes, smaller than the source's ${src.size}: QEMU would crash the destination ` +
+      `destination ${describeNode(dst, ctx.dst)} is ${dst.size} bytes, smaller than the source's ${src.size}: QEMU would crash the destination ` +
         `(hbitmap assertion) after the source reported success. Give the destination node at least ${src.size} bytes`,
     );
   } else if (dst.size > src.size && src.size % (64 * g) !== 0) {
     addTargetError(
       w.entry,
       "TARGET_SIZE_MISMATCH",
-      `destination ${desc()} is ${dst.size} bytes, larger than the source's ${src.size}, and the source size is not a ` +
+      `destination ${describeNode(dst, ctx.dst)} is ${dst.size} bytes, larger than the source's ${src.size}, and the source size is not a ` +
         `multiple of 64 × the granularity (${64 * g}): QEMU 7.2 would crash the destination. Make both nodes the same size`,
     );
   }
@@ -254,7 +254,7 @@ function checkDestination(w: Work, dst: BlockNode, ctx: CheckCtx): void {
     addTargetError(
       w.entry,
       "TARGET_BITMAP_EXISTS",
-      `destination ${desc()} already has a bitmap '${t.bitmap}' in memory: QEMU would kill the destination. Remove it there ` +
+      `destination ${describeNode(dst, ctx.dst)} already has a bitmap '${t.bitmap}' in memory: QEMU would kill the destination. Remove it there ` +
         `(block-dirty-bitmap-remove) or rename this one with a map entry`,
     );
   } else {
@@ -266,7 +266,7 @@ function checkDestination(w: Work, dst: BlockNode, ctx: CheckCtx): void {
       addTargetError(
         w.entry,
         "TARGET_BITMAP_EXISTS",
-        `destination ${desc()} stores a bitmap '${t.bitmap}' in its image${stored.inUse ? " (flagged in use)" : ""}: the ` +
+        `destination ${describeNode(dst, ctx.dst)} stores a bitmap '${t.bitmap}' in its image${stored.inUse ? " (flagged in use)" : ""}: the ` +
           `destination would fail to activate the disk after the migration. Remove it before starting the destination ` +
           `(qemu-img bitmap --remove ${dst.filename ?? "IMAGE"} ${t.bitmap}) or rename this one with a map entry`,
       );
@@ -276,7 +276,7 @@ function checkDestination(w: Work, dst: BlockNode, ctx: CheckCtx): void {
     addTargetError(
       w.entry,
       "PERSISTENCE_UNSUPPORTED",
-      `bitmap '${t.bitmap}' would be persistent on destination ${desc()} (driver ${dst.driver}), which cannot store bitmaps ` +
+      `bitmap '${t.bitmap}' would be persistent on destination ${describeNode(dst, ctx.dst)} (driver ${dst.driver}), which cannot store bitmaps ` +
         `(only qcow2 v3 can): it would vanish at the destination's next shutdown. To accept that, map it with ` +
         `persistent: false: {source: {node: ${src.name}, bitmap: ${w.bitmap.name}}, target: {node: ${dst.name}, persistent: false}}`,
     );
@@ -311,12 +311,12 @@ function checkSharedImages(work: Work[], ctx: CheckCtx): void {
   // By node, then by bitmap name: no key strings to build and hash for every bitmap.
   const leaving = new PairSet();
   const arriving = new PairMap<Rows>();
-  for (const w of work) {
+  work.forEach((w) => {
     const t = w.entry.target;
-    if (w.entry.action !== "migrate") continue;
+    if (w.entry.action !== "migrate") return;
     if (!w.merge && sharedSources.has(w.node.name)) leaving.add(w.node.name, w.bitmap.name);
     if (t && sharedTargets.has(t.node)) addRow(arriving, t.node, t.bitmap, w);
-  }
+  });
   let rowOf: Map<Bitmap, Work> | undefined;
   for (const { dst, src } of shared) {
     const inMemory = dst.bitmaps.length === 0 ? undefined : new Set(dst.bitmaps.map((x) => x.name));
@@ -363,10 +363,11 @@ function checkGroups(migrating: Work[]): void {
   // Rows come node by node: a pair of nodes just added is skipped (adding it again changes nothing).
   let lastFrom: string | undefined;
   let lastTo: string | undefined;
+  let shared = false;
   for (const w of migrating) {
     const t = w.entry.target;
     if (!t) continue;
-    addRow(byTarget, t.node, t.bitmap, w);
+    if (addRow(byTarget, t.node, t.bitmap, w)) shared = true;
     const from = streamNode(w).name;
     if (from === lastFrom && t.node === lastTo) continue;
     lastFrom = from;
@@ -374,7 +375,8 @@ function checkGroups(migrating: Work[]): void {
     dstsOfSrc.add(from, t.node);
     srcsOfDst.add(t.node, from);
   }
-  for (const group of byTarget.values()) {
+  // Both passes below find nothing in most plans, and each would read every row again: they run only when needed.
+  for (const group of shared ? byTarget.values() : []) {
     if (!Array.isArray(group)) continue;
     const names = listOf(group.map((w) => `'${w.node.name}/${w.bitmap.name}'`));
     for (const w of group) {
@@ -387,14 +389,15 @@ function checkGroups(migrating: Work[]): void {
       );
     }
   }
+  if (!dstsOfSrc.spread && !srcsOfDst.spread) return;
   // Most rows share their nodes with the row before: their counts are looked up once per run of rows.
   let countedFrom: string | undefined;
   let countedTo: string | undefined;
   let fanOut = 0;
   let fanIn = 0;
-  for (const w of migrating) {
+  migrating.forEach((w) => {
     const t = w.entry.target;
-    if (!t) continue;
+    if (!t) return;
     const from = streamNode(w).name;
     if (from !== countedFrom) {
       countedFrom = from;
@@ -418,7 +421,7 @@ function checkGroups(migrating: Work[]): void {
         `destination node '${t.node}' would receive bitmaps from ${fanIn} source nodes (${listOf(srcsOfDst.list(t.node))}); QEMU's mapping pairs nodes one to one. Send them to different nodes, or skip some`,
       );
     }
-  }
+  });
 }
 
 function checkQemu(migrating: Work[], ctx: CheckCtx): void {
@@ -455,18 +458,19 @@ function checkQemu(migrating: Work[], ctx: CheckCtx): void {
   }
   const canTransform =
     input.sourceQemu.features.mappingTransform || input.destinationQemu.features.mappingTransform;
-  for (const w of migrating) {
-    const t = w.entry.target;
-    // A merged chain travels as a temporary, transient bitmap.
-    const sourcePersistent = w.merge ? false : w.bitmap.persistent;
-    if (t && t.persistent !== sourcePersistent && !canTransform) {
-      addError(
-        w.entry,
-        "QEMU_UNSUPPORTED",
-        `changing the persistence of '${w.bitmap.name}' needs block-bitmap-mapping transforms (QEMU 6.0 or later on either side); QEMU here is ${input.sourceQemu.version} → ${input.destinationQemu.version}`,
-      );
-    }
-  }
+  if (!canTransform)
+    migrating.forEach((w) => {
+      const t = w.entry.target;
+      // A merged chain travels as a temporary, transient bitmap.
+      const sourcePersistent = w.merge ? false : w.bitmap.persistent;
+      if (t && t.persistent !== sourcePersistent) {
+        addError(
+          w.entry,
+          "QEMU_UNSUPPORTED",
+          `changing the persistence of '${w.bitmap.name}' needs block-bitmap-mapping transforms (QEMU 6.0 or later on either side); QEMU here is ${input.sourceQemu.version} → ${input.destinationQemu.version}`,
+        );
+      }
+    });
   if (input.options.postcopy) {
     const nodes = new Set(migrating.map((w) => streamNode(w).name));
     if (nodes.size > 1) {

@@ -50,13 +50,14 @@ export function decide(input: PlanInput): Decisions {
   const copy = input.options.copyStorage ? planDisks(ctx, errors) : undefined;
   const deferred: Work[] = [];
   const work: Work[] = [];
-  for (const node of input.source.nodes) {
-    if (node.bitmaps.length === 0) continue;
+  // forEach rather than for...of on the rows' paths: see LOOPS in work.ts.
+  input.source.nodes.forEach((node) => {
+    if (node.bitmaps.length === 0) return;
     const drive = src.drivesOf(node.name)[0]?.name ?? null;
     const mappedBitmaps = perBitmap.get(node.name);
     const nodeMapped = perNode.has(node.name);
     const chainTop = copy?.chainTop.has(node.name) === true;
-    for (const bitmap of node.bitmaps) {
+    node.bitmaps.forEach((bitmap) => {
       // Every field set here, in one order: rows keep one shape through the checks (no transitions later).
       const w: Work = {
         node,
@@ -86,15 +87,15 @@ export function decide(input: PlanInput): Decisions {
       const mapped = mappedBitmaps?.has(bitmap.name) === true || nodeMapped;
       if (chainTop && !mapped) deferred.push(w);
       else decideOne(w, ctx);
-    }
-  }
+    });
+  });
   const merges = copy ? decideChains(deferred, work, copy, ctx, decideOne, warnings) : [];
   if (copy) checkDiskTargets(work, copy.disks);
 
   runChecks(work, { input, src, dst, errors, warnings });
 
   let payloadBytes = 0;
-  for (const w of work) {
+  work.forEach((w) => {
     if (w.entry.errors.length > 0) {
       w.entry.action = "error";
       const rowErrors = w.entry.errors;
@@ -105,7 +106,7 @@ export function decide(input: PlanInput): Decisions {
       const node = streamNode(w);
       payloadBytes += bitmapPayloadBytes(node.size, w.merge?.granularity ?? w.bitmap.granularity);
     }
-  }
+  });
 
   if (!input.options.postcopy && payloadBytes > 0) {
     const p = predictConvergence({
@@ -175,6 +176,48 @@ export interface Ctx {
   perNode: Map<string, ResolvedEntry>;
   allow: CompiledPattern[] | undefined;
   deny: CompiledPattern[];
+  /** Steps 5 and 6 of the last node decided by defaults: its bitmaps come one after another. */
+  lastAddress?: DefaultAddress | undefined;
+}
+
+/**
+ * Where the default address of a node leads on the destination (steps 5 and 6): the same for every bitmap of the
+ * node, so worked out once per node.
+ */
+interface DefaultAddress {
+  node: BlockNode;
+  rule: "drive-name" | "node-name" | "UNADDRESSABLE";
+  /** The destination node found, if any, and the name of its drive. */
+  target: BlockNode | undefined;
+  targetDrive: string | null;
+}
+
+function defaultAddress(ctx: Ctx, node: BlockNode): DefaultAddress {
+  const last = ctx.lastAddress;
+  if (last?.node === node) return last;
+  const drives = ctx.src.drivesOf(node.name);
+  let rule: DefaultAddress["rule"] = drives.length > 0 ? "drive-name" : "node-name";
+  let target: BlockNode | undefined;
+  if (drives.length === 0 && node.generated) rule = "UNADDRESSABLE";
+  else {
+    // The addresses tried, in order: each drive name, then the node-name unless QEMU generated it.
+    for (const d of drives) {
+      target = resolveDriveAddress(ctx.dst, d.name);
+      if (target) break;
+    }
+    if (!target && !node.generated) {
+      target = resolveNodeAddress(ctx.dst, node.name);
+      if (target) rule = "node-name";
+    }
+  }
+  const address: DefaultAddress = {
+    node,
+    rule,
+    target,
+    targetDrive: target ? (ctx.dst.drivesOf(target.name)[0]?.name ?? null) : null,
+  };
+  ctx.lastAddress = address;
+  return address;
 }
 
 /**
@@ -186,7 +229,6 @@ export function decideOne(w: Work, ctx: Ctx, as: BlockNode = w.node): void {
   const { bitmap, entry } = w;
   const node = as;
   const own = as === w.node;
-  const names = ctx.src.namesOf(node);
 
   // 1. A map entry decides.
   const mapped =
@@ -198,6 +240,7 @@ export function decideOne(w: Work, ctx: Ctx, as: BlockNode = w.node): void {
       return;
     }
     if (m.source.kind === "node") {
+      const names = ctx.src.namesOf(node);
       const denied = firstMatch(ctx.deny, names, bitmap.name);
       if (denied) {
         skip(entry, "deny");
@@ -275,32 +318,25 @@ export function decideByDefaults(w: Work, ctx: Ctx, node: BlockNode): void {
   }
 
   // 5. The default address, 6. resolved on the destination.
-  const drives = ctx.src.drivesOf(node.name);
-  if (drives.length === 0 && node.generated) {
-    entry.action = "migrate";
-    entry.rule = "UNADDRESSABLE";
+  const address = defaultAddress(ctx, node);
+  entry.action = "migrate";
+  entry.rule = address.rule;
+  if (address.rule === "UNADDRESSABLE") {
     addError(entry, "UNADDRESSABLE", unaddressableMessage(node, bitmap, ctx));
     return;
   }
-  entry.action = "migrate";
-  // The addresses tried, in order: each drive name, then the node-name unless QEMU generated it.
-  for (const d of drives) {
-    const r = resolveDriveAddress(ctx.dst, d.name);
-    if (r) {
-      entry.rule = "drive-name";
-      setTarget(w, ctx, r, bitmap.name, bitmap.persistent, bitmap.recording);
-      return;
-    }
+  if (address.target) {
+    w.dst = address.target;
+    entry.target = {
+      node: address.target.name,
+      drive: address.targetDrive,
+      bitmap: bitmap.name,
+      persistent: bitmap.persistent,
+      enabled: bitmap.recording,
+    };
+    return;
   }
-  if (!node.generated) {
-    const r = resolveNodeAddress(ctx.dst, node.name);
-    if (r) {
-      entry.rule = "node-name";
-      setTarget(w, ctx, r, bitmap.name, bitmap.persistent, bitmap.recording);
-      return;
-    }
-  }
-  entry.rule = drives.length > 0 ? "drive-name" : "node-name";
+  const drives = ctx.src.drivesOf(node.name);
   const wanted = [
     ...drives.map((d) => `drive '${d.name}'`),
     ...(node.generated ? [] : [`node '${node.name}'`]),

@@ -107,12 +107,15 @@ export class NameSet {
  */
 export class Fans {
   private readonly byKey = new Map<string, string | NameSet>();
+  /** Whether some key has more than one name. */
+  spread = false;
 
   add(key: string, name: string): void {
     const cur = this.byKey.get(key);
     if (cur === undefined) this.byKey.set(key, name);
     else if (typeof cur !== "string") cur.add(name);
     else if (cur !== name) {
+      this.spread = true;
       const set = new NameSet();
       set.add(cur);
       set.add(name);

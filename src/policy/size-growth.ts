@@ -30,22 +30,20 @@ function growingParent(node: BlockNode, lookup: GraphLookup): BlockNode | undefi
     )?.parent;
 }
 
-/** Adds SOURCE_NODE_GROWS to every migrating bitmap whose source node's size can change during the migration. */
-export function checkSizeGrowth(migrating: readonly Work[], src: GraphLookup): void {
-  for (const w of migrating) {
-    // A bitmap already refused (typically UNADDRESSABLE: a file node's name is usually generated) is not refused
-    // twice; once it is addressed, this check speaks.
-    if (w.entry.errors.length > 0) continue;
-    const parent = growingParent(w.node, src);
-    if (!parent) continue;
-    addError(
-      w.entry,
-      "SOURCE_NODE_GROWS",
-      `bitmap '${w.bitmap.name}' is on ${describeNode(w.node, src)}, the file under writable ${parent.driver} ` +
-        `${describeNode(parent, src)}: that file grows whenever ${parent.driver} allocates space (guest writes, and ` +
-        `metadata the source writes at the switchover), so the bitmap would arrive with another size than its ` +
-        `destination node and fail verification after the source has stopped. Fix: skip it (deny: ` +
-        `[${quote(w.bitmap.name)}]), and track the disk with a bitmap on the format node '${parent.name}' instead`,
-    );
-  }
+/** Adds SOURCE_NODE_GROWS to a migrating bitmap whose source node's size can change during the migration. */
+export function checkSizeGrowth(w: Work, src: GraphLookup): void {
+  // A bitmap already refused (typically UNADDRESSABLE: a file node's name is usually generated) is not refused
+  // twice; once it is addressed, this check speaks.
+  if (w.entry.errors.length > 0) return;
+  const parent = growingParent(w.node, src);
+  if (!parent) return;
+  addError(
+    w.entry,
+    "SOURCE_NODE_GROWS",
+    `bitmap '${w.bitmap.name}' is on ${describeNode(w.node, src)}, the file under writable ${parent.driver} ` +
+      `${describeNode(parent, src)}: that file grows whenever ${parent.driver} allocates space (guest writes, and ` +
+      `metadata the source writes at the switchover), so the bitmap would arrive with another size than its ` +
+      `destination node and fail verification after the source has stopped. Fix: skip it (deny: ` +
+      `[${quote(w.bitmap.name)}]), and track the disk with a bitmap on the format node '${parent.name}' instead`,
+  );
 }
