@@ -27,23 +27,24 @@ export interface StreamBitmap {
   targetPersistent: boolean;
 }
 
+type EachBitmap = (
+  sourceNode: string,
+  sourceBitmap: string,
+  sourcePersistent: boolean,
+  targetNode: string,
+  targetBitmap: string,
+  targetPersistent: boolean,
+) => void;
+
 /** The stream bitmaps of a plan's rows: merged chains travel once, as their temporary bitmap on the top node. */
-export function streamBitmaps(work: readonly Work[]): StreamBitmap[] {
-  const out: StreamBitmap[] = [];
+function eachStream(work: readonly Work[], f: EachBitmap): void {
   work.forEach((w) => {
     const t = w.entry.target;
     if (w.entry.action !== "migrate" || !t || !isStream(w)) return;
     const m = w.merge;
-    out.push({
-      sourceNode: m ? m.disk.name : w.node.name,
-      sourceBitmap: m ? m.temporary : w.bitmap.name,
-      sourcePersistent: m ? false : w.bitmap.persistent,
-      targetNode: t.node,
-      targetBitmap: t.bitmap,
-      targetPersistent: t.persistent,
-    });
+    if (m) f(m.disk.name, m.temporary, false, t.node, t.bitmap, t.persistent);
+    else f(w.node.name, w.bitmap.name, w.bitmap.persistent, t.node, t.bitmap, t.persistent);
   });
-  return out;
 }
 
 /** `b0`, `b1`, ...: the same few names on every node, made once. */
@@ -59,6 +60,24 @@ function bitmapAlias(n: number): string {
  * persistence, on each side whose QEMU has transforms. Pure.
  */
 export function compileMapping(bitmaps: readonly StreamBitmap[], transforms: TransformSupport): MappingPair {
+  return compile(transforms, (add) => {
+    bitmaps.forEach((b) => {
+      add(b.sourceNode, b.sourceBitmap, b.sourcePersistent, b.targetNode, b.targetBitmap, b.targetPersistent);
+    });
+  });
+}
+
+/**
+ * compileMapping of the stream bitmaps of a plan's rows, read from the rows as they are compiled: no object per
+ * bitmap in between (a plan of 20,000 bitmaps would make 20,000 only to drop them).
+ */
+export function compileRows(work: readonly Work[], transforms: TransformSupport): MappingPair {
+  return compile(transforms, (add) => {
+    eachStream(work, add);
+  });
+}
+
+function compile(transforms: TransformSupport, feed: (add: EachBitmap) => void): MappingPair {
   const source: BitmapAliasMapping = [];
   const destination: BitmapAliasMapping = [];
   const bySourceNode = new Map<
@@ -67,23 +86,23 @@ export function compileMapping(bitmaps: readonly StreamBitmap[], transforms: Tra
   >();
   // Stream bitmaps come node by node: the node of the bitmap before is looked up once per run.
   let last: { src: BitmapAliasMapping[number]; dst: BitmapAliasMapping[number] } | undefined;
-  bitmaps.forEach((b) => {
-    let pair = last?.src["node-name"] === b.sourceNode ? last : bySourceNode.get(b.sourceNode);
+  feed((sourceNode, sourceBitmap, sourcePersistent, targetNode, targetBitmap, targetPersistent) => {
+    let pair = last?.src["node-name"] === sourceNode ? last : bySourceNode.get(sourceNode);
     if (!pair) {
       const alias = `n${bySourceNode.size}`;
       pair = {
-        src: { "node-name": b.sourceNode, alias, bitmaps: [] },
-        dst: { "node-name": b.targetNode, alias, bitmaps: [] },
+        src: { "node-name": sourceNode, alias, bitmaps: [] },
+        dst: { "node-name": targetNode, alias, bitmaps: [] },
       };
-      bySourceNode.set(b.sourceNode, pair);
+      bySourceNode.set(sourceNode, pair);
       source.push(pair.src);
       destination.push(pair.dst);
     }
     const alias = bitmapAlias(pair.src.bitmaps.length);
-    const src: BitmapAliasMapping[number]["bitmaps"][number] = { name: b.sourceBitmap, alias };
-    const dst: BitmapAliasMapping[number]["bitmaps"][number] = { name: b.targetBitmap, alias };
-    if (b.targetPersistent !== b.sourcePersistent) {
-      const transform = { persistent: b.targetPersistent };
+    const src: BitmapAliasMapping[number]["bitmaps"][number] = { name: sourceBitmap, alias };
+    const dst: BitmapAliasMapping[number]["bitmaps"][number] = { name: targetBitmap, alias };
+    if (targetPersistent !== sourcePersistent) {
+      const transform = { persistent: targetPersistent };
       if (transforms.source) src.transform = transform;
       if (transforms.destination) dst.transform = transform;
     }

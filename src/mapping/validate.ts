@@ -6,22 +6,23 @@ function longerThan(s: string, max: number): boolean {
 }
 
 /**
- * The first bitmap of the list with the same `key` as an earlier one, or -1: a scan for the few bitmaps a node
- * usually has, a set for many. Found once per list, without an object per node.
+ * The first position of `values` that repeats an earlier one, or -1: a scan for the few bitmaps a node usually has,
+ * a set for many.
  */
-function duplicateAt(list: readonly { name: string; alias: string }[], key: "name" | "alias"): number {
-  if (list.length <= 16) {
-    for (let i = 1; i < list.length; i++) {
-      const value = (list[i] as { name: string; alias: string })[key];
-      for (let j = 0; j < i; j++) if ((list[j] as { name: string; alias: string })[key] === value) return i;
+function duplicateAt(values: readonly string[]): number {
+  if (values.length <= 16) {
+    for (let i = 1; i < values.length; i++) {
+      const value = values[i];
+      for (let j = 0; j < i; j++) if (values[j] === value) return i;
     }
     return -1;
   }
   const set = new Set<string>();
-  for (let i = 0; i < list.length; i++) {
-    const value = (list[i] as { name: string; alias: string })[key];
+  let i = 0;
+  for (const value of values) {
     if (set.has(value)) return i;
     set.add(value);
+    i++;
   }
   return -1;
 }
@@ -44,7 +45,7 @@ export function validateMapping(mapping: BitmapAliasMapping, strict = true): str
     if (longerThan(n["node-name"], 31)) return `The node name '${n["node-name"]}' is longer than 31 bytes`;
     if (nodeNames.has(n["node-name"])) return `The node name '${n["node-name"]}' is mapped twice`;
     nodeNames.add(n["node-name"]);
-    const twice = duplicateAt(n.bitmaps, "name");
+    const twice = duplicateAt(n.bitmaps.map((b) => b.name));
     // The first bitmap with a problem, found without an iterator (a plan compiles thousands), then its first problem.
     const at = n.bitmaps.findIndex(
       (b, i) =>
@@ -63,7 +64,7 @@ export function validateMapping(mapping: BitmapAliasMapping, strict = true): str
   for (const n of mapping) {
     if (nodeAliases.has(n.alias)) return `The node alias '${n.alias}' is used twice`;
     nodeAliases.add(n.alias);
-    const twice = duplicateAt(n.bitmaps, "alias");
+    const twice = duplicateAt(n.bitmaps.map((b) => b.alias));
     if (twice !== -1)
       return `The bitmap alias '${n.alias}'/'${(n.bitmaps[twice] as { alias: string }).alias}' is used twice`;
   }

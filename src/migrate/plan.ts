@@ -1,6 +1,6 @@
 import { buildGraph } from "../graph/build.js";
 import type { BlockGraph } from "../graph/model.js";
-import { compileMapping, streamBitmaps } from "../mapping/compile.js";
+import { compileRows } from "../mapping/compile.js";
 import { decide, type Decisions } from "../policy/decide.js";
 import { DEFAULT_POLICY } from "../policy/defaults.js";
 import type { Plan, Policy } from "../policy/types.js";
@@ -58,13 +58,11 @@ export function planFromSnapshots(
   destination: QemuSnapshot,
   request: PlanRequest = {},
 ): PlanResult {
-  const src: SideState = { snapshot: source, graph: buildGraph(source), facts: factsOf(source) };
-  const dst: SideState = {
-    snapshot: destination,
-    graph: buildGraph(destination),
-    facts: factsOf(destination),
-  };
-  return planFromGraphs(src, dst, request);
+  return planFromGraphs(sideState(source), sideState(destination), request);
+}
+
+function sideState(snapshot: QemuSnapshot): SideState {
+  return { snapshot, graph: buildGraph(snapshot), facts: factsOf(snapshot) };
 }
 
 export function planFromGraphs(src: SideState, dst: SideState, request: PlanRequest = {}): PlanResult {
@@ -80,7 +78,7 @@ export function planFromGraphs(src: SideState, dst: SideState, request: PlanRequ
     sourceQemu: src.facts,
     destinationQemu: dst.facts,
   });
-  const mapping = compileMapping(streamBitmaps(decisions.work), {
+  const mapping = compileRows(decisions.work, {
     source: src.facts.features.mappingTransform,
     destination: dst.facts.features.mappingTransform,
   });
@@ -134,6 +132,9 @@ export async function planMigration(
   destination: QmpClient | QemuMonitor,
   request: PlanRequest = {},
 ): Promise<PlanResult> {
-  const [s, d] = await Promise.all([readSnapshot(monitorOf(source)), readSnapshot(monitorOf(destination))]);
-  return planFromSnapshots(s, d, request);
+  // Each side's graph is built as soon as that side has answered, while the other may still be answering.
+  const read = async (m: QmpClient | QemuMonitor): Promise<SideState> =>
+    sideState(await readSnapshot(monitorOf(m)));
+  const [src, dst] = await Promise.all([read(source), read(destination)]);
+  return planFromGraphs(src, dst, request);
 }

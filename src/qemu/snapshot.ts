@@ -12,6 +12,7 @@ import {
   type BlockDeviceInfo,
   type BlockInfo,
 } from "./replies.js";
+import type { Infer } from "./guard.js";
 
 /**
  * Everything bitferry reads from one QEMU before planning, as the raw QMP replies. Raw, so that fixtures captured
@@ -50,7 +51,11 @@ export interface QemuSnapshot {
   machineType: string | undefined;
 }
 
-export async function captureRawSnapshot(mon: QemuMonitor): Promise<RawSnapshot> {
+/** The queries of a snapshot, all in flight at once, each reply handed to `then` as it arrives. */
+function querySnapshot(
+  mon: QemuMonitor,
+  then: { [K in keyof Checked]: (reply: unknown) => unknown },
+): Promise<unknown[]> {
   const optional = (p: Promise<unknown>): Promise<unknown> =>
     p.catch((err: unknown) => {
       if (err instanceof QmpCommandError) return null;
@@ -58,6 +63,23 @@ export async function captureRawSnapshot(mon: QemuMonitor): Promise<RawSnapshot>
     });
   // All in flight at once: the schema probe is one more round trip, not a step before the others (the block
   // graph query is unstable, so a QEMU without it simply answers CommandNotFound).
+  return Promise.all([
+    mon.features(),
+    mon.qmp.execute("query-version").then(then.version),
+    mon.qmp.execute("query-status").then(then.status),
+    mon.qmp.execute("query-named-block-nodes", { flat: true }).then(then.namedNodes),
+    mon.qmp.execute("query-block").then(then.blockBackends),
+    optional(mon.qmp.execute("x-debug-query-block-graph")).then(then.blockGraph),
+    mon.qmp.execute("query-migrate-parameters").then(then.migrationParameters),
+    mon.qmp.execute("query-migrate-capabilities").then(then.migrationCapabilities),
+    optional(mon.qmp.execute("query-memory-size-summary")).then(then.memory),
+    optional(mon.qmp.execute("qom-list-properties", { typename: "migration" })),
+    optional(mon.qmp.execute("qom-get", { path: "/machine", property: "type" })),
+  ]);
+}
+
+export async function captureRawSnapshot(mon: QemuMonitor): Promise<RawSnapshot> {
+  const keep = (reply: unknown): unknown => reply;
   const [
     features,
     version,
@@ -70,19 +92,16 @@ export async function captureRawSnapshot(mon: QemuMonitor): Promise<RawSnapshot>
     memory,
     migrationProperties,
     machineType,
-  ] = await Promise.all([
-    mon.features(),
-    mon.qmp.execute("query-version"),
-    mon.qmp.execute("query-status"),
-    mon.qmp.execute("query-named-block-nodes", { flat: true }),
-    mon.qmp.execute("query-block"),
-    optional(mon.qmp.execute("x-debug-query-block-graph")),
-    mon.qmp.execute("query-migrate-parameters"),
-    mon.qmp.execute("query-migrate-capabilities"),
-    optional(mon.qmp.execute("query-memory-size-summary")),
-    optional(mon.qmp.execute("qom-list-properties", { typename: "migration" })),
-    optional(mon.qmp.execute("qom-get", { path: "/machine", property: "type" })),
-  ]);
+  ] = await querySnapshot(mon, {
+    version: keep,
+    status: keep,
+    namedNodes: keep,
+    blockBackends: keep,
+    blockGraph: keep,
+    migrationParameters: keep,
+    migrationCapabilities: keep,
+    memory: keep,
+  });
   return {
     version,
     status,
@@ -92,52 +111,120 @@ export async function captureRawSnapshot(mon: QemuMonitor): Promise<RawSnapshot>
     migrationParameters,
     migrationCapabilities,
     memory,
-    features,
+    features: features as QemuFeatures,
     migrationProperties,
     machineType,
   };
 }
 
-/** Validates a raw snapshot. Pure. */
-export function parseSnapshot(raw: RawSnapshot): QemuSnapshot {
-  const v = validateReply(VersionInfo, "query-version", raw.version);
-  const caps = validateReply(
-    MigrationCapabilityList,
-    "query-migrate-capabilities",
-    raw.migrationCapabilities,
-  );
-  const mem =
-    raw.memory === null
-      ? undefined
-      : validateReply(MemorySizeSummary, "query-memory-size-summary", raw.memory);
+/** The validated replies of a snapshot. */
+interface Checked {
+  version: VersionInfo;
+  migrationCapabilities: Infer<typeof MigrationCapabilityList>;
+  memory: Infer<typeof MemorySizeSummary> | undefined;
+  status: StatusInfo;
+  namedNodes: BlockDeviceInfo[];
+  blockBackends: BlockInfo[];
+  blockGraph: BlockGraph | undefined;
+  migrationParameters: MigrationParameters;
+}
+
+/** Each reply's validation. Keys in the order parseSnapshot checks them: the first problem in it is reported. */
+const CHECK: { [K in keyof Checked]: (reply: unknown) => Checked[K] } = {
+  version: (r) => validateReply(VersionInfo, "query-version", r),
+  migrationCapabilities: (r) => validateReply(MigrationCapabilityList, "query-migrate-capabilities", r),
+  memory: (r) => (r === null ? undefined : validateReply(MemorySizeSummary, "query-memory-size-summary", r)),
+  status: (r) => validateReply(StatusInfo, "query-status", r),
+  namedNodes: (r) => validateReply(NamedBlockNodes, "query-named-block-nodes", r),
+  blockBackends: (r) => validateReply(BlockInfoList, "query-block", r),
+  blockGraph: (r) => (r === null ? undefined : validateReply(BlockGraph, "x-debug-query-block-graph", r)),
+  migrationParameters: (r) => validateReply(MigrationParameters, "query-migrate-parameters", r),
+};
+
+function assemble(
+  c: Checked,
+  rest: Pick<RawSnapshot, "features" | "migrationProperties" | "machineType">,
+): QemuSnapshot {
+  const v = c.version;
+  const mem = c.memory;
   return {
     version: { ...v.qemu, package: v.package },
-    runState: validateReply(StatusInfo, "query-status", raw.status).status,
-    namedNodes: validateReply(NamedBlockNodes, "query-named-block-nodes", raw.namedNodes),
-    blockBackends: validateReply(BlockInfoList, "query-block", raw.blockBackends),
-    blockGraph:
-      raw.blockGraph === null
-        ? undefined
-        : validateReply(BlockGraph, "x-debug-query-block-graph", raw.blockGraph),
-    migrationParameters: validateReply(
-      MigrationParameters,
-      "query-migrate-parameters",
-      raw.migrationParameters,
-    ),
-    migrationCapabilities: Object.fromEntries(caps.map((c) => [c.capability, c.state])),
+    runState: c.status.status,
+    namedNodes: c.namedNodes,
+    blockBackends: c.blockBackends,
+    blockGraph: c.blockGraph,
+    migrationParameters: c.migrationParameters,
+    migrationCapabilities: Object.fromEntries(c.migrationCapabilities.map((x) => [x.capability, x.state])),
     guestMemoryBytes: mem ? mem["base-memory"] + (mem["plugged-memory"] ?? 0) : undefined,
-    features: raw.features,
-    migrationProperties: Array.isArray(raw.migrationProperties)
-      ? raw.migrationProperties.flatMap((p: unknown) =>
+    features: rest.features,
+    migrationProperties: Array.isArray(rest.migrationProperties)
+      ? rest.migrationProperties.flatMap((p: unknown) =>
           typeof p === "object" && p !== null && typeof (p as { name?: unknown }).name === "string"
             ? [(p as { name: string }).name]
             : [],
         )
       : undefined,
-    machineType: typeof raw.machineType === "string" ? raw.machineType : undefined,
+    machineType: typeof rest.machineType === "string" ? rest.machineType : undefined,
   };
 }
 
+/** Validates a raw snapshot. Pure. */
+export function parseSnapshot(raw: RawSnapshot): QemuSnapshot {
+  const checked = {} as Record<keyof Checked, unknown>;
+  for (const key of Object.keys(CHECK) as (keyof Checked)[]) checked[key] = CHECK[key](raw[key]);
+  return assemble(checked as unknown as Checked, raw);
+}
+
+type Settled = { ok: true; value: unknown } | { ok: false; error: unknown };
+
+/**
+ * Reads and validates one QEMU's snapshot. Each reply is validated as it arrives, while QEMU still works on the
+ * next ones, and its raw form dropped at once (only the validated copy lives on); a problem is reported once every
+ * reply is in, the same first problem parseSnapshot reports for the same replies.
+ */
 export async function readSnapshot(mon: QemuMonitor): Promise<QemuSnapshot> {
-  return parseSnapshot(await captureRawSnapshot(mon));
+  const settle =
+    (check: (reply: unknown) => unknown) =>
+    (reply: unknown): Settled => {
+      try {
+        return { ok: true, value: check(reply) };
+      } catch (error) {
+        return { ok: false, error };
+      }
+    };
+  const then = {} as Record<keyof Checked, (reply: unknown) => Settled>;
+  for (const key of Object.keys(CHECK) as (keyof Checked)[]) then[key] = settle(CHECK[key]);
+  const [features, ...replies] = await querySnapshot(mon, then);
+  const [
+    version,
+    status,
+    namedNodes,
+    blockBackends,
+    blockGraph,
+    migrationParameters,
+    migrationCapabilities,
+    memory,
+  ] = replies as Settled[];
+  const settled: Record<keyof Checked, Settled | undefined> = {
+    version,
+    migrationCapabilities,
+    memory,
+    status,
+    namedNodes,
+    blockBackends,
+    blockGraph,
+    migrationParameters,
+  };
+  const checked = {} as Record<keyof Checked, unknown>;
+  for (const key of Object.keys(CHECK) as (keyof Checked)[]) {
+    const s = settled[key];
+    if (!s) throw new Error(`readSnapshot: no reply for ${key}`);
+    if (!s.ok) throw s.error;
+    checked[key] = s.value;
+  }
+  return assemble(checked as unknown as Checked, {
+    features: features as QemuFeatures,
+    migrationProperties: replies[8],
+    machineType: replies[9],
+  });
 }
