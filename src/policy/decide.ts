@@ -2,7 +2,7 @@ import { GraphLookup } from "../graph/lookup.js";
 import type { Bitmap, BlockNode } from "../graph/model.js";
 import { runChecks } from "./checks.js";
 import { bitmapPayloadBytes, predictConvergence, qemuPendingBytes } from "./convergence.js";
-import { compilePattern, firstMatch, type CompiledPattern } from "./glob.js";
+import { compilePattern, Patterns } from "./glob.js";
 import type { MapEntry, PlanBitmap, PlanError, PlanWarning, Policy, Rule } from "./types.js";
 import { decideChains, planDisks, type DiskPair } from "./copy-storage.js";
 import {
@@ -43,10 +43,10 @@ export function decide(input: PlanInput): Decisions {
   const errors: PlanError[] = [];
   const warnings: PlanWarning[] = [];
   const { perBitmap, perNode } = resolveMap(input.policy, src, errors, warnings);
-  const allow = input.policy.allow?.map(compilePattern);
-  const deny = input.policy.deny.map(compilePattern);
+  const allow = input.policy.allow ? new Patterns(input.policy.allow.map(compilePattern)) : undefined;
+  const deny = new Patterns(input.policy.deny.map(compilePattern));
 
-  const ctx: Ctx = { input, src, dst, perBitmap, perNode, allow, deny };
+  const ctx: Ctx = { input, src, dst, perBitmap, perNode, allow, deny, namesOf: (n) => src.namesOf(n) };
   const copy = input.options.copyStorage ? planDisks(ctx, errors) : undefined;
   const deferred: Work[] = [];
   const work: Work[] = [];
@@ -174,8 +174,10 @@ export interface Ctx {
   dst: GraphLookup;
   perBitmap: Map<string, Map<string, ResolvedEntry>>;
   perNode: Map<string, ResolvedEntry>;
-  allow: CompiledPattern[] | undefined;
-  deny: CompiledPattern[];
+  allow: Patterns | undefined;
+  deny: Patterns;
+  /** The source lookup's namesOf, for the patterns. */
+  namesOf: (node: BlockNode) => readonly string[];
   /** Steps 5 and 6 of the last node decided by defaults: its bitmaps come one after another. */
   lastAddress?: DefaultAddress | undefined;
 }
@@ -232,7 +234,9 @@ export function decideOne(w: Work, ctx: Ctx, as: BlockNode = w.node): void {
 
   // 1. A map entry decides.
   const mapped =
-    (own ? ctx.perBitmap.get(node.name)?.get(bitmap.name) : undefined) ?? ctx.perNode.get(node.name);
+    ctx.perBitmap.size === 0 && ctx.perNode.size === 0
+      ? undefined
+      : ((own ? ctx.perBitmap.get(node.name)?.get(bitmap.name) : undefined) ?? ctx.perNode.get(node.name));
   if (mapped) {
     const m = mapped.entry;
     if (m.target === null) {
@@ -240,13 +244,11 @@ export function decideOne(w: Work, ctx: Ctx, as: BlockNode = w.node): void {
       return;
     }
     if (m.source.kind === "node") {
-      const names = ctx.src.namesOf(node);
-      const denied = firstMatch(ctx.deny, names, bitmap.name);
-      if (denied) {
+      if (ctx.deny.matches(bitmap.name, node, ctx.namesOf)) {
         skip(entry, "deny");
         return;
       }
-      if (ctx.allow && !firstMatch(ctx.allow, names, bitmap.name)) {
+      if (ctx.allow && !ctx.allow.matches(bitmap.name, node, ctx.namesOf)) {
         skip(entry, "not-allowed");
         return;
       }
@@ -293,7 +295,6 @@ export function decideOne(w: Work, ctx: Ctx, as: BlockNode = w.node): void {
  */
 export function decideByDefaults(w: Work, ctx: Ctx, node: BlockNode): void {
   const { bitmap, entry } = w;
-  const names = ctx.src.namesOf(node);
 
   // 3. Strict mode covers every bitmap.
   if (!ctx.input.policy.defaults) {
@@ -308,11 +309,11 @@ export function decideByDefaults(w: Work, ctx: Ctx, node: BlockNode): void {
   }
 
   // 4. deny, then allow.
-  if (firstMatch(ctx.deny, names, bitmap.name)) {
+  if (ctx.deny.matches(bitmap.name, node, ctx.namesOf)) {
     skip(entry, "deny");
     return;
   }
-  if (ctx.allow && !firstMatch(ctx.allow, names, bitmap.name)) {
+  if (ctx.allow && !ctx.allow.matches(bitmap.name, node, ctx.namesOf)) {
     skip(entry, "not-allowed");
     return;
   }

@@ -50,3 +50,36 @@ export function firstMatch(
   }
   return undefined;
 }
+
+/**
+ * A list of patterns asked, for every bitmap of a plan, whether any matches. A plan asks the same few bitmap names
+ * on every node: what a name alone decides is worked out once per name.
+ */
+export class Patterns {
+  private readonly byName: readonly CompiledPattern[];
+  private readonly byNode: readonly CompiledPattern[];
+  /** Per bitmap name: whether a name-only pattern matches it, and the node patterns whose bitmap part does. */
+  private readonly seen = new Map<string, { matched: boolean; nodePatterns: readonly CompiledPattern[] }>();
+
+  constructor(readonly list: readonly CompiledPattern[]) {
+    this.byName = list.filter((p) => p.node === undefined);
+    this.byNode = list.filter((p) => p.node !== undefined);
+  }
+
+  /** Whether any pattern matches bitmap `bitmap` on `node`, known by any of `namesOf(node)`. */
+  matches<N>(bitmap: string, node: N, namesOf: (node: N) => readonly string[]): boolean {
+    if (this.list.length === 0) return false;
+    let s = this.seen.get(bitmap);
+    if (!s) {
+      s = {
+        matched: this.byName.some((p) => p.bitmap.test(bitmap)),
+        nodePatterns: this.byNode.filter((p) => p.bitmap.test(bitmap)),
+      };
+      this.seen.set(bitmap, s);
+    }
+    if (s.matched) return true;
+    if (s.nodePatterns.length === 0) return false;
+    const names = namesOf(node);
+    return s.nodePatterns.some((p) => names.some((n) => p.node?.test(n) === true));
+  }
+}
