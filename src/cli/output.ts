@@ -24,7 +24,9 @@ export function writeJson(io: CliIO, doc: unknown): void {
     text = JSON.stringify(doc);
     if (text.length < 1_000_000) text = JSON.stringify(doc, null, 2);
   }
-  io.stdout.write(`${text}\n`);
+  // Two writes: appending the newline would copy megabytes of text into a new string first.
+  io.stdout.write(text);
+  io.stdout.write("\n");
 }
 
 export type Colors = ReturnType<typeof pc.createColors>;
