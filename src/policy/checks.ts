@@ -311,11 +311,25 @@ function checkSharedImages(work: Work[], ctx: CheckCtx): void {
   // By node, then by bitmap name: no key strings to build and hash for every bitmap.
   const leaving = new PairSet();
   const arriving = new PairMap<Rows>();
+  // Rows come node by node: whether a node is shared is looked up once per run of rows.
+  let fromNode: BlockNode | undefined;
+  let fromShared = false;
+  let toNode: string | undefined;
+  let toShared = false;
   work.forEach((w) => {
     const t = w.entry.target;
     if (w.entry.action !== "migrate") return;
-    if (!w.merge && sharedSources.has(w.node.name)) leaving.add(w.node.name, w.bitmap.name);
-    if (t && sharedTargets.has(t.node)) addRow(arriving, t.node, t.bitmap, w);
+    if (w.node !== fromNode) {
+      fromNode = w.node;
+      fromShared = sharedSources.has(w.node.name);
+    }
+    if (fromShared && !w.merge) leaving.add(w.node.name, w.bitmap.name);
+    if (!t) return;
+    if (t.node !== toNode) {
+      toNode = t.node;
+      toShared = sharedTargets.has(t.node);
+    }
+    if (toShared) addRow(arriving, t.node, t.bitmap, w);
   });
   let rowOf: Map<Bitmap, Work> | undefined;
   for (const { dst, src } of shared) {

@@ -30,9 +30,20 @@ export class PairMap<V> {
   private readonly byNode = new Map<string, { names: Names; at: number[] }>();
   /** Every value, in the order its pair was first set (as one flat map would iterate). */
   private readonly order: V[] = [];
+  /** The node asked last, and its entry: pairs are mostly asked node by node. */
+  private lastNode: string | undefined;
+  private lastEntry: { names: Names; at: number[] } | undefined;
+
+  private entry(node: string): { names: Names; at: number[] } | undefined {
+    if (node === this.lastNode) return this.lastEntry;
+    const e = this.byNode.get(node);
+    this.lastNode = node;
+    this.lastEntry = e;
+    return e;
+  }
 
   private slot(node: string, bitmap: string): number {
-    const e = this.byNode.get(node);
+    const e = this.entry(node);
     if (!e) return -1;
     const i = e.names.find(bitmap);
     return i === -1 ? -1 : (e.at[i] ?? -1);
@@ -45,10 +56,11 @@ export class PairMap<V> {
 
   /** Sets the value of a pair not set before. */
   set(node: string, bitmap: string, value: V): void {
-    let e = this.byNode.get(node);
+    let e = this.entry(node);
     if (!e) {
       e = { names: new Names(), at: [] };
       this.byNode.set(node, e);
+      this.lastEntry = e;
     }
     e.at[e.names.add(bitmap)] = this.order.length;
     this.order.push(value);
@@ -68,18 +80,30 @@ export class PairMap<V> {
 
 export class PairSet {
   private readonly byNode = new Map<string, Names>();
+  /** The node asked last, and its names: pairs are mostly asked node by node. */
+  private lastNode: string | undefined;
+  private lastNames: Names | undefined;
+
+  private names(node: string): Names | undefined {
+    if (node === this.lastNode) return this.lastNames;
+    const e = this.byNode.get(node);
+    this.lastNode = node;
+    this.lastNames = e;
+    return e;
+  }
 
   add(node: string, bitmap: string): void {
-    let e = this.byNode.get(node);
+    let e = this.names(node);
     if (!e) {
       e = new Names();
       this.byNode.set(node, e);
+      this.lastNames = e;
     }
     if (e.find(bitmap) === -1) e.add(bitmap);
   }
 
   has(node: string, bitmap: string): boolean {
-    const e = this.byNode.get(node);
+    const e = this.names(node);
     return e !== undefined && e.find(bitmap) !== -1;
   }
 }
