@@ -14,13 +14,12 @@ const GiB = 1024 ** 3;
 
 /** The stages of a plan run, by the bitferry function that does each (inclusive time in the profile). */
 export const PROFILED_FUNCTIONS = [
-  "captureRawSnapshot",
   "QapiSchema",
-  "parseSnapshot",
-  "planFromSnapshots",
+  "validateReply",
   "buildGraph",
+  "planFromGraphs",
   "decide",
-  "compileMapping",
+  "compileRows",
   "writeJson",
 ];
 
