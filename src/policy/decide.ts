@@ -58,7 +58,27 @@ export function decide(input: PlanInput): Decisions {
     const nodeMapped = perNode.has(node.name);
     const chainTop = copy?.chainTop.has(node.name) === true;
     node.bitmaps.forEach((bitmap) => {
-      // Every field set here, in one order: rows keep one shape through the checks (no transitions later).
+      // Every field set here, in one order: rows keep one shape through the checks (no transitions later). Flat
+      // literals, one per object: a nested one is made by copying a template object tree, then filling it in.
+      const source: PlanBitmap["source"] = {
+        node: node.name,
+        drive,
+        bitmap: bitmap.name,
+        granularity: bitmap.granularity,
+        persistent: bitmap.persistent,
+        recording: bitmap.recording,
+        dirtyBytes: bitmap.count,
+      };
+      const rowErrors: PlanError[] = [];
+      const rowWarnings: PlanWarning[] = [];
+      const entry: PlanBitmap = {
+        source,
+        action: "skip",
+        rule: "deny",
+        target: null,
+        errors: rowErrors,
+        warnings: rowWarnings,
+      };
       const w: Work = {
         node,
         bitmap,
@@ -66,22 +86,7 @@ export function decide(input: PlanInput): Decisions {
         explicitPersistent: false,
         explicitEnabled: false,
         merge: undefined,
-        entry: {
-          source: {
-            node: node.name,
-            drive,
-            bitmap: bitmap.name,
-            granularity: bitmap.granularity,
-            persistent: bitmap.persistent,
-            recording: bitmap.recording,
-            dirtyBytes: bitmap.count,
-          },
-          action: "skip",
-          rule: "deny",
-          target: null,
-          errors: [],
-          warnings: [],
-        },
+        entry,
       };
       work.push(w);
       const mapped = mappedBitmaps?.has(bitmap.name) === true || nodeMapped;
