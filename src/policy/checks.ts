@@ -48,9 +48,10 @@ export function runChecks(work: Work[], ctx: CheckCtx): void {
   const streams: Work[] = [];
   const resolvedStreams: Work[] = [];
   work.forEach((w) => {
-    checkBusyPersistent(w, ctx);
+    // Most rows are neither busy nor merged: those two checks are not even called for them.
+    if (w.bitmap.busy) checkBusyPersistent(w, ctx);
     if (w.entry.action !== "migrate") return;
-    checkMergeSource(w, ctx);
+    if (w.merge) checkMergeSource(w, ctx);
     checkName(w);
     checkSizeGrowth(w, ctx.src);
     if (!isStream(w)) return;
