@@ -1,3 +1,4 @@
+import type { QmpClient } from "../qmp/client.js";
 import { QmpCommandError } from "../qmp/errors.js";
 import { validateReply, type QemuFeatures, type QemuMonitor } from "./monitor.js";
 import {
@@ -56,10 +57,10 @@ export async function captureRawSnapshot(mon: QemuMonitor): Promise<RawSnapshot>
       if (err instanceof QmpCommandError) return null;
       throw err;
     });
-  // All in flight at once: the schema probe is one more round trip, not a step before the others (the block
-  // graph query is unstable, so a QEMU without it simply answers CommandNotFound).
+  // All in flight at once (the block graph query is unstable, so a QEMU without it simply answers CommandNotFound).
+  // The schema probe goes last: QEMU takes tens of milliseconds to build that reply and is slow to answer the next
+  // command after it, so the others are answered (and parsed) while it builds, not after.
   const [
-    features,
     version,
     status,
     namedNodes,
@@ -70,8 +71,8 @@ export async function captureRawSnapshot(mon: QemuMonitor): Promise<RawSnapshot>
     memory,
     migrationProperties,
     machineType,
+    features,
   ] = await Promise.all([
-    mon.features(),
     mon.qmp.execute("query-version"),
     mon.qmp.execute("query-status"),
     mon.qmp.execute("query-named-block-nodes", { flat: true }),
@@ -82,6 +83,7 @@ export async function captureRawSnapshot(mon: QemuMonitor): Promise<RawSnapshot>
     optional(mon.qmp.execute("query-memory-size-summary")),
     optional(mon.qmp.execute("qom-list-properties", { typename: "migration" })),
     optional(mon.qmp.execute("qom-get", { path: "/machine", property: "type" })),
+    mon.features(),
   ]);
   return {
     version,
@@ -138,6 +140,22 @@ export function parseSnapshot(raw: RawSnapshot): QemuSnapshot {
   };
 }
 
+/** Snapshots asked before their reader runs (prefetchSnapshot), each taken by the next readSnapshot of its monitor. */
+const prefetched = new WeakMap<QmpClient, Promise<RawSnapshot>>();
+
+/**
+ * Sends the snapshot's queries now; the next readSnapshot of this monitor takes their answers instead of asking
+ * again. The CLI asks as soon as it is connected, so that QEMU answers while the rest of the command loads.
+ */
+export function prefetchSnapshot(mon: QemuMonitor): void {
+  const raw = captureRawSnapshot(mon);
+  // Its failure is the reader's to report, as if the reader had asked.
+  raw.catch(() => undefined);
+  prefetched.set(mon.qmp, raw);
+}
+
 export async function readSnapshot(mon: QemuMonitor): Promise<QemuSnapshot> {
-  return parseSnapshot(await captureRawSnapshot(mon));
+  const early = prefetched.get(mon.qmp);
+  prefetched.delete(mon.qmp);
+  return parseSnapshot(await (early ?? captureRawSnapshot(mon)));
 }
