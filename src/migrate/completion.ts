@@ -39,7 +39,11 @@ export async function completeDestination(ctx: RunContext, first?: FirstLook): P
     }
     const info = await (pending ??
       ctx.on(ctx.dst, (m) => m.migrationInfo(), "waiting for the destination to complete"));
-    if (info.status === "completed") break;
+    if (info.status === "completed") {
+      // The source completed before this is asked (follow).
+      ctx.seen.completed = true;
+      break;
+    }
     // Asked before the destination had completed: the run state read with it says nothing yet.
     first = undefined;
     pending = undefined;

@@ -27,6 +27,8 @@ export interface MigrationSeen {
   downtimeRaised: number | undefined;
   /** The destination was running when the run looked after completion. */
   destinationRan: boolean;
+  /** Both sides reported `completed`: no migration runs on either any more (a status that stays until the next). */
+  completed: boolean;
 }
 
 /**
@@ -69,6 +71,7 @@ export class RunContext {
     downtimeOriginal: undefined,
     downtimeRaised: undefined,
     destinationRan: false,
+    completed: false,
   };
   sourceRecords = new Map<PlanBitmap, SourceRecord>();
   copies: DiskCopy[] = [];

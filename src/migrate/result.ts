@@ -56,19 +56,27 @@ export function unverified(ctx: RunContext, err: RunError): VerifiedBitmap[] {
   });
 }
 
-/** The `migrate --json` document. */
+/** Both sides' run states for the result (null: unknown), asked at once. */
+export function readRunStates(ctx: RunContext): Promise<[string | null, string | null]> {
+  const runState = async (side: Side): Promise<string | null> =>
+    (await side.tidy((m) => m.status(), "reading the run state"))?.status ?? null;
+  return Promise.all([runState(ctx.src), runState(ctx.dst)]);
+}
+
+/**
+ * The `migrate --json` document. `states`: the run states, when the caller asked for them already (readRunStates
+ * never rejects).
+ */
 export async function resultOf(
   ctx: RunContext,
   phase: RunOutcomePhase,
   error: MigrateResult["error"],
   bitmaps: VerifiedBitmap[] = [],
+  states: Promise<[string | null, string | null]> = readRunStates(ctx),
 ): Promise<MigrateResult> {
   const info = ctx.seen.lastInfo;
-  const runState = async (side: Side): Promise<string | null> =>
-    (await side.tidy((m) => m.status(), "reading the run state"))?.status ?? null;
   const raised = ctx.seen.downtimeRaised;
-  // Two monitors: both asked at once.
-  const [sourceState, destinationState] = await Promise.all([runState(ctx.src), runState(ctx.dst)]);
+  const [sourceState, destinationState] = await states;
   return {
     version: 1,
     ok: error === undefined,

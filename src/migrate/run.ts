@@ -4,7 +4,7 @@ import { finalTimes, finishDestination } from "./completion.js";
 import { RunContext } from "./context.js";
 import { follow, startMigration } from "./follow.js";
 import { planErrorsMessage, planMigration } from "./plan.js";
-import { failureOf, resultOf, toRunError, unverified } from "./result.js";
+import { failureOf, readRunStates, resultOf, toRunError, unverified } from "./result.js";
 import { readSourceMigration, setupSides } from "./setup.js";
 import { copyDisks, finishCopy } from "./storage.js";
 import { describeUndoFailure } from "./steps.js";
@@ -55,9 +55,12 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
     const verified = verifyArrived(ctx, arrived);
     await finishDestination(ctx);
     ctx.progress("done", { message: "all bitmaps verified" });
+    // Nothing the cleans undo changes a run state: the result's reads go out with the cleans' first commands,
+    // instead of one more round trip after them.
+    const states = readRunStates(ctx);
     // A clean that fails after a verified migration leaves the migration as good as it was; NODE_DEBUG says what.
     for (const f of await ctx.steps.unwind(false)) debug("%s", describeUndoFailure(f));
-    return await resultOf(ctx, "verified", undefined, verified);
+    return await resultOf(ctx, "verified", undefined, verified, states);
   } catch (err) {
     const runError = toRunError(ctx, err);
     debug("migration run failed: %s", runError.message);

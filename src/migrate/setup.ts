@@ -94,8 +94,9 @@ function capabilitiesChange(
       together: "capabilities",
       clean: async () => {
         // QEMU refuses capability changes while a migration runs: they stay. A destination that only listens
-        // reports `setup` from QEMU 10.0 on (7.2 reports nothing) and takes the change (observed on both).
-        const now = (await side.undo((m) => m.migrationInfo())).status;
+        // reports `setup` from QEMU 10.0 on (7.2 reports nothing) and takes the change (observed on both). Once
+        // both sides completed there is nothing to ask.
+        const now = ctx.seen.completed ? "completed" : (await side.undo((m) => m.migrationInfo())).status;
         const listening = side.name === "destination" && now === "setup";
         if (now !== undefined && RUNNING_STATUSES.has(now) && !listening) return;
         await side.undo((m) => m.setMigrationCapabilities(original));

@@ -1,3 +1,4 @@
+import type { QmpClient } from "../qmp/client.js";
 import { QmpCommandError } from "../qmp/errors.js";
 import { validateReply, type QemuFeatures, type QemuMonitor } from "./monitor.js";
 import {
@@ -61,10 +62,10 @@ function querySnapshot(
       if (err instanceof QmpCommandError) return null;
       throw err;
     });
-  // All in flight at once: the schema probe is one more round trip, not a step before the others (the block
-  // graph query is unstable, so a QEMU without it simply answers CommandNotFound).
+  // All in flight at once (the block graph query is unstable, so a QEMU without it simply answers CommandNotFound).
+  // The schema probe goes last: QEMU takes tens of milliseconds to build that reply and is slow to answer the next
+  // command after it, so the others are answered (and validated) while it builds, not after.
   return Promise.all([
-    mon.features(),
     mon.qmp.execute("query-version").then(then.version),
     mon.qmp.execute("query-status").then(then.status),
     mon.qmp.execute("query-named-block-nodes", { flat: true }).then(then.namedNodes),
@@ -75,13 +76,13 @@ function querySnapshot(
     optional(mon.qmp.execute("query-memory-size-summary")).then(then.memory),
     optional(mon.qmp.execute("qom-list-properties", { typename: "migration" })),
     optional(mon.qmp.execute("qom-get", { path: "/machine", property: "type" })),
+    mon.features(),
   ]);
 }
 
 export async function captureRawSnapshot(mon: QemuMonitor): Promise<RawSnapshot> {
   const keep = (reply: unknown): unknown => reply;
   const [
-    features,
     version,
     status,
     namedNodes,
@@ -92,6 +93,7 @@ export async function captureRawSnapshot(mon: QemuMonitor): Promise<RawSnapshot>
     memory,
     migrationProperties,
     machineType,
+    features,
   ] = await querySnapshot(mon, {
     version: keep,
     status: keep,
@@ -175,14 +177,34 @@ export function parseSnapshot(raw: RawSnapshot): QemuSnapshot {
   return assemble(checked as unknown as Checked, raw);
 }
 
-type Settled = { ok: true; value: unknown } | { ok: false; error: unknown };
+/** Snapshots asked before their reader runs (prefetchSnapshot), each taken by the next readSnapshot of its monitor. */
+const prefetched = new WeakMap<QmpClient, Promise<QemuSnapshot>>();
+
+/**
+ * Sends the snapshot's queries now; the next readSnapshot of this monitor takes their answers instead of asking
+ * again. The CLI asks as soon as it is connected, so that QEMU answers while the rest of the command loads.
+ */
+export function prefetchSnapshot(mon: QemuMonitor): void {
+  const snapshot = askSnapshot(mon);
+  // Its failure is the reader's to report, as if the reader had asked.
+  snapshot.catch(() => undefined);
+  prefetched.set(mon.qmp, snapshot);
+}
 
 /**
  * Reads and validates one QEMU's snapshot. Each reply is validated as it arrives, while QEMU still works on the
  * next ones, and its raw form dropped at once (only the validated copy lives on); a problem is reported once every
  * reply is in, the same first problem parseSnapshot reports for the same replies.
  */
-export async function readSnapshot(mon: QemuMonitor): Promise<QemuSnapshot> {
+export function readSnapshot(mon: QemuMonitor): Promise<QemuSnapshot> {
+  const early = prefetched.get(mon.qmp);
+  prefetched.delete(mon.qmp);
+  return early ?? askSnapshot(mon);
+}
+
+type Settled = { ok: true; value: unknown } | { ok: false; error: unknown };
+
+async function askSnapshot(mon: QemuMonitor): Promise<QemuSnapshot> {
   const settle =
     (check: (reply: unknown) => unknown) =>
     (reply: unknown): Settled => {
@@ -194,7 +216,7 @@ export async function readSnapshot(mon: QemuMonitor): Promise<QemuSnapshot> {
     };
   const then = {} as Record<keyof Checked, (reply: unknown) => Settled>;
   for (const key of Object.keys(CHECK) as (keyof Checked)[]) then[key] = settle(CHECK[key]);
-  const [features, ...replies] = await querySnapshot(mon, then);
+  const replies = await querySnapshot(mon, then);
   const [
     version,
     status,
@@ -223,7 +245,7 @@ export async function readSnapshot(mon: QemuMonitor): Promise<QemuSnapshot> {
     checked[key] = s.value;
   }
   return assemble(checked as unknown as Checked, {
-    features: features as QemuFeatures,
+    features: replies[10] as QemuFeatures,
     migrationProperties: replies[8],
     machineType: replies[9],
   });

@@ -80,6 +80,7 @@ export class QmpClient implements AsyncDisposable {
   private greetingWaiter: ((g: QmpGreeting) => void) | undefined;
   private greetingValue: QmpGreeting | undefined;
   private readonly defaultTimeoutMs: number;
+  private corked = false;
 
   private constructor(
     private readonly stream: Duplex,
@@ -197,7 +198,7 @@ export class QmpClient implements AsyncDisposable {
       const message =
         args === undefined ? { execute: command, id } : { execute: command, arguments: args, id };
       if (debug.enabled) debug("qmp[%s] -> %s", this.label, JSON.stringify(message));
-      this.stream.write(encodeMessage(message));
+      this.send(encodeMessage(message));
     });
   }
 
@@ -290,11 +291,34 @@ export class QmpClient implements AsyncDisposable {
     this.close();
   }
 
+  /**
+   * Commands sent in one go (the hashes of every bitmap, a snapshot's queries) leave in one write: one system call
+   * and one wake-up of QEMU for all of them, not one each. They are held only until the current callbacks finish.
+   */
+  private send(line: Buffer): void {
+    if (!this.corked) {
+      this.corked = true;
+      this.stream.cork();
+      process.nextTick(() => {
+        this.flush();
+      });
+    }
+    this.stream.write(line);
+  }
+
+  private flush(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.stream.uncork();
+  }
+
   /** Closes the connection; pending commands fail with an expected QmpConnectionClosedError. */
   close(): void {
     if (this.state === "closed") return;
     this.expectClose = true;
     this.state = "closing";
+    // What was sent goes out before the socket closes, as it did when each command was written at once.
+    this.flush();
     this.stream.destroy();
     this.finish();
   }

@@ -3,11 +3,9 @@ import { closeMonitors, commandTimeoutFor, connectBoth, loadPolicy } from "../co
 import { ExitCode } from "../exit-codes.js";
 import { colors, exitCodeFor, reportError, summarizeError, writeJson } from "../output.js";
 import { ProgressReporter } from "../progress.js";
-import { renderMigrateText } from "../render/migrate-text.js";
-import { writePicture } from "../picture.js";
 import type { PlanResult } from "../../migrate/plan.js";
-import { migrate } from "../../migrate/run.js";
 import type { QemuMonitor } from "../../qemu/monitor.js";
+import { prefetchSnapshot } from "../../qemu/snapshot.js";
 import { transportRequest, type TransportFlags } from "../transport-flags.js";
 
 export interface MigrateFlags extends TransportFlags {
@@ -50,6 +48,11 @@ export async function migrateAction(opts: MigrateFlags, ctx: CliContext): Promis
       monitors,
       commandTimeoutFor(opts.maxDowntime),
     );
+    // What the plan reads, asked now: QEMU answers (its schema takes it tens of milliseconds) while the run's
+    // modules load, and the plan takes these answers.
+    prefetchSnapshot(source);
+    prefetchSnapshot(destination);
+    const { migrate } = await import("../../migrate/run.js");
     let planned: PlanResult | undefined;
     const result = await migrate({
       source,
@@ -75,6 +78,7 @@ export async function migrateAction(opts: MigrateFlags, ctx: CliContext): Promis
     if (opts.html !== undefined && planned) {
       // The migration's outcome matters more than its picture: a picture that cannot be written is reported only.
       try {
+        const { writePicture } = await import("../picture.js");
         await writePicture(opts.html, {
           plan: result.plan,
           source: planned.source.graph,
@@ -87,7 +91,10 @@ export async function migrateAction(opts: MigrateFlags, ctx: CliContext): Promis
       }
     }
     if (opts.json) writeJson(ctx.io, result);
-    else ctx.io.stdout.write(renderMigrateText(result, colors(ctx.io)));
+    else {
+      const { renderMigrateText } = await import("../render/migrate-text.js");
+      ctx.io.stdout.write(renderMigrateText(result, colors(ctx.io)));
+    }
     if (opts.json && result.error)
       ctx.io.stderr.write(`bitferry: ${result.error.message} [${result.error.code}]\n`);
     if (result.ok) ctx.exitCode = ExitCode.OK;

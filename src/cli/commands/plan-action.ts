@@ -4,8 +4,8 @@ import { ExitCode } from "../exit-codes.js";
 import { colors, exitCodeFor, reportError, summarizeError, writeJson } from "../output.js";
 import { writePicture } from "../picture.js";
 import { exitOnSignal } from "../interrupt.js";
-import { planErrorsMessage, planMigration } from "../../migrate/plan.js";
 import type { QemuMonitor } from "../../qemu/monitor.js";
+import { prefetchSnapshot } from "../../qemu/snapshot.js";
 import { transportRequest, type TransportFlags } from "../transport-flags.js";
 
 export interface PlanFlags extends TransportFlags {
@@ -23,6 +23,10 @@ export async function planAction(opts: PlanFlags, ctx: CliContext): Promise<void
     const transport = transportRequest(opts, "plan");
     const policy = await loadPolicy(opts.policy);
     const { source, destination } = await connectBoth(opts.source, opts.dest, monitors);
+    // What the plan reads, asked now: QEMU answers while the planner's modules load.
+    prefetchSnapshot(source);
+    prefetchSnapshot(destination);
+    const { planErrorsMessage, planMigration } = await import("../../migrate/plan.js");
     const planned = await planMigration(source, destination, {
       policy,
       postcopy: opts.postcopy ?? false,
