@@ -9,8 +9,8 @@
  */
 import net from "node:net";
 
+// In bitferry's order: the schema last, since QEMU answers the next command slowly after building it.
 const QUERIES: { execute: string; arguments?: Record<string, unknown> }[] = [
-  { execute: "query-qmp-schema" },
   { execute: "query-version" },
   { execute: "query-status" },
   { execute: "query-named-block-nodes", arguments: { flat: true } },
@@ -19,6 +19,7 @@ const QUERIES: { execute: string; arguments?: Record<string, unknown> }[] = [
   { execute: "query-migrate-parameters" },
   { execute: "query-migrate-capabilities" },
   { execute: "query-memory-size-summary" },
+  { execute: "query-qmp-schema" },
 ];
 
 function query(path: string): Promise<{ replies: number; bytes: number }> {
