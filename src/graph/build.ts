@@ -1,10 +1,10 @@
-import type { QemuSnapshot } from "../qemu/snapshot.js";
+import type { BlockReplies } from "../qemu/snapshot.js";
 import type { BlockDeviceInfo } from "../qemu/replies.js";
 import { filteredChildRole, isFilterDriver } from "./filters.js";
 import type { Bitmap, BlockGraph, BlockNode, Child, Drive, StoredBitmap } from "./model.js";
 
 /** Builds the graph model from one QEMU's replies. Pure. */
-export function buildGraph(snap: QemuSnapshot): BlockGraph {
+export function buildGraph(snap: BlockReplies): BlockGraph {
   const { children, roots } = readEdges(snap);
   const nodes = snap.namedNodes.map((info) => toNode(info, children.get(info["node-name"]) ?? []));
   const byName = new Map<string, BlockNode>();
@@ -66,13 +66,13 @@ function toNode(info: BlockDeviceInfo, children: Child[]): BlockNode {
   };
 }
 
-type GraphEntry = NonNullable<QemuSnapshot["blockGraph"]>["nodes"][number];
+type GraphEntry = NonNullable<BlockReplies["blockGraph"]>["nodes"][number];
 
 /**
  * From `x-debug-query-block-graph` (empty when QEMU lacks it), in one pass over its edges: the children of every
  * block-driver node, and the node under each named BlockBackend, filters included (query-block hides implicit ones).
  */
-function readEdges(snap: QemuSnapshot): { children: Map<string, Child[]>; roots: Map<string, string> } {
+function readEdges(snap: BlockReplies): { children: Map<string, Child[]>; roots: Map<string, string> } {
   const children = new Map<string, Child[]>();
   const roots = new Map<string, string>();
   const g = snap.blockGraph;

@@ -1,13 +1,19 @@
 import { buildGraph } from "../graph/build.js";
 import type { BlockGraph } from "../graph/model.js";
 import { compileRows } from "../mapping/compile.js";
-import { decide, type Decisions } from "../policy/decide.js";
+import {
+  decideRows,
+  finishDecisions,
+  type DecidedRows,
+  type Decisions,
+  type RowsInput,
+} from "../policy/decide.js";
 import { DEFAULT_POLICY } from "../policy/defaults.js";
 import type { Plan, Policy } from "../policy/types.js";
 import { planTransport, type TransportRequest } from "../policy/transport.js";
 import type { PlanOptions, QemuFacts } from "../policy/work.js";
 import { QemuMonitor } from "../qemu/monitor.js";
-import { readSnapshot, type QemuSnapshot } from "../qemu/snapshot.js";
+import { readSnapshot, startSnapshot, type QemuSnapshot, type SnapshotReading } from "../qemu/snapshot.js";
 import { QmpClient } from "../qmp/client.js";
 
 /** One line for a plan with errors: how many, and which (the error documents carry the details and fixes). */
@@ -66,15 +72,28 @@ function sideState(snapshot: QemuSnapshot): SideState {
 }
 
 export function planFromGraphs(src: SideState, dst: SideState, request: PlanRequest = {}): PlanResult {
+  return finishPlan(startPlan(src.graph, dst.graph, request), src, dst, request);
+}
+
+/** The part of a plan that needs only the two graphs (decideRows). */
+interface StartedPlan {
+  input: RowsInput;
+  rows: DecidedRows;
+}
+
+function startPlan(source: BlockGraph, destination: BlockGraph, request: PlanRequest): StartedPlan {
   const options: PlanOptions = {
     postcopy: request.postcopy ?? false,
     copyStorage: request.copyStorage ?? false,
   };
-  const decisions = decide({
-    source: src.graph,
-    destination: dst.graph,
-    policy: request.policy ?? DEFAULT_POLICY,
-    options,
+  const input: RowsInput = { source, destination, policy: request.policy ?? DEFAULT_POLICY, options };
+  return { input, rows: decideRows(input) };
+}
+
+function finishPlan(started: StartedPlan, src: SideState, dst: SideState, request: PlanRequest): PlanResult {
+  const { options } = started.input;
+  const decisions = finishDecisions(started.rows, {
+    ...started.input,
     sourceQemu: src.facts,
     destinationQemu: dst.facts,
   });
@@ -132,9 +151,20 @@ export async function planMigration(
   destination: QmpClient | QemuMonitor,
   request: PlanRequest = {},
 ): Promise<PlanResult> {
-  // Each side's graph is built as soon as that side has answered, while the other may still be answering.
-  const read = async (m: QmpClient | QemuMonitor): Promise<SideState> =>
-    sideState(await readSnapshot(monitorOf(m)));
-  const [src, dst] = await Promise.all([read(source), read(destination)]);
-  return planFromGraphs(src, dst, request);
+  const src = startSnapshot(monitorOf(source));
+  const dst = startSnapshot(monitorOf(destination));
+  // Each side's graph is built as soon as its block replies are in, and the rows decided once both are: QEMU
+  // answers the schema last, and takes tens of milliseconds to build it. A problem with those replies is reported
+  // by the snapshots below, as readSnapshot reports it.
+  const graphOf = async (r: SnapshotReading): Promise<BlockGraph> => buildGraph(await r.blocks);
+  const graphs = await Promise.all([graphOf(src), graphOf(dst)]).catch(() => undefined);
+  const started = graphs && startPlan(graphs[0], graphs[1], request);
+  const [s, d] = await Promise.all([src.snapshot, dst.snapshot]);
+  if (!started) return planFromSnapshots(s, d, request);
+  return finishPlan(
+    started,
+    { snapshot: s, graph: started.input.source, facts: factsOf(s) },
+    { snapshot: d, graph: started.input.destination, facts: factsOf(d) },
+    request,
+  );
 }

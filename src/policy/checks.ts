@@ -29,7 +29,6 @@ export const MAX_BITMAP_NAME_BYTES = 1023;
 export const MAX_NODE_NAME_BYTES = 31;
 
 interface CheckCtx {
-  input: PlanInput;
   src: GraphLookup;
   dst: GraphLookup;
   errors: PlanError[];
@@ -40,7 +39,7 @@ interface CheckCtx {
  * The checks that look across bitmaps and at the destination: everything QEMU would otherwise fail on, crash on
  * or silently drop. Each adds errors to the bitmaps concerned (plan-level ones to `ctx.errors`).
  */
-export function runChecks(work: Work[], ctx: CheckCtx): void {
+export function runChecks(work: Work[], ctx: CheckCtx): Work[] {
   checkBlockers(work, ctx);
   // The checks of one row on its own, all in one pass: a plan's rows lie scattered over the heap, and every pass
   // over them costs a few cache misses per row, more than the checks themselves. The pass also collects the row
@@ -62,7 +61,7 @@ export function runChecks(work: Work[], ctx: CheckCtx): void {
   });
   checkSharedImages(work, ctx);
   checkGroups(resolvedStreams);
-  checkQemu(streams, ctx);
+  return streams;
 }
 
 /** Rows by a (node, bitmap) pair: almost every pair has one row, held as is until a second one arrives. */
@@ -439,10 +438,18 @@ function checkGroups(migrating: Work[]): void {
   });
 }
 
-function checkQemu(migrating: Work[], ctx: CheckCtx): void {
-  const { input } = ctx;
+/**
+ * What the two QEMUs must support for the stream rows (`migrating`, as runChecks returns them): the last of the
+ * checks, and the only one that needs their features. Plan-level findings go to `errors` and `warnings`.
+ */
+export function checkQemu(
+  migrating: Work[],
+  input: PlanInput,
+  errors: PlanError[],
+  warnings: PlanWarning[],
+): void {
   if (input.destination.runState !== "inmigrate") {
-    ctx.errors.push({
+    errors.push({
       code: "DESTINATION_NOT_INCOMING",
       node: null,
       bitmap: null,
@@ -455,7 +462,7 @@ function checkQemu(migrating: Work[], ctx: CheckCtx): void {
     ["destination", input.destinationQemu],
   ] as const) {
     if (!facts.features.bitmapMapping) {
-      ctx.errors.push({
+      errors.push({
         code: "QEMU_UNSUPPORTED",
         node: null,
         bitmap: null,
@@ -463,7 +470,7 @@ function checkQemu(migrating: Work[], ctx: CheckCtx): void {
       });
     }
     if (!("dirty-bitmaps" in facts.capabilities)) {
-      ctx.errors.push({
+      errors.push({
         code: "QEMU_UNSUPPORTED",
         node: null,
         bitmap: null,
@@ -489,7 +496,7 @@ function checkQemu(migrating: Work[], ctx: CheckCtx): void {
   if (input.options.postcopy) {
     const nodes = new Set(migrating.map((w) => streamNode(w).name));
     if (nodes.size > 1) {
-      ctx.errors.push({
+      errors.push({
         code: "POSTCOPY_UNSAFE",
         node: null,
         bitmap: null,
@@ -501,9 +508,9 @@ function checkQemu(migrating: Work[], ctx: CheckCtx): void {
     }
   }
   const mismatch = switchoverStartMismatch(input.sourceQemu, input.destinationQemu);
-  if (mismatch) ctx.warnings.push({ code: "SWITCHOVER_START_MISMATCH", message: mismatch });
+  if (mismatch) warnings.push({ code: "SWITCHOVER_START_MISMATCH", message: mismatch });
   if (!input.sourceQemu.features.bitmapSha256 || !input.destinationQemu.features.bitmapSha256) {
-    ctx.warnings.push({
+    warnings.push({
       code: "NO_CONTENT_HASH",
       message:
         "one side lacks x-debug-block-dirty-bitmap-sha256: bitmaps will be verified by granularity and dirty count only",

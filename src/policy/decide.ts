@@ -1,6 +1,6 @@
 import { GraphLookup } from "../graph/lookup.js";
 import type { Bitmap, BlockNode } from "../graph/model.js";
-import { runChecks } from "./checks.js";
+import { checkQemu, runChecks } from "./checks.js";
 import { bitmapPayloadBytes, predictConvergence, qemuPendingBytes } from "./convergence.js";
 import { compilePattern, Patterns } from "./glob.js";
 import type { MapEntry, PlanBitmap, PlanError, PlanWarning, Policy, Rule } from "./types.js";
@@ -38,6 +38,25 @@ export interface ResolvedEntry {
 
 /** Runs the decision procedure of DESIGN section 3 over every named source bitmap, then the checks. Pure. */
 export function decide(input: PlanInput): Decisions {
+  return finishDecisions(decideRows(input), input);
+}
+
+/**
+ * The decisions and checks that need the graphs but not the QEMUs' features: a live plan runs them while QEMU still
+ * builds its schema reply (asked last), and finishDecisions adds the rest once it is in.
+ */
+export interface DecidedRows {
+  work: Work[];
+  streams: Work[];
+  errors: PlanError[];
+  warnings: PlanWarning[];
+  disks: DiskPair[];
+  merges: MergeGroup[];
+}
+
+export type RowsInput = Omit<PlanInput, "sourceQemu" | "destinationQemu">;
+
+export function decideRows(input: RowsInput): DecidedRows {
   const src = new GraphLookup(input.source);
   const dst = new GraphLookup(input.destination);
   const errors: PlanError[] = [];
@@ -50,7 +69,8 @@ export function decide(input: PlanInput): Decisions {
   const copy = input.options.copyStorage ? planDisks(ctx, errors) : undefined;
   const deferred: Work[] = [];
   const work: Work[] = [];
-  // forEach rather than for...of on the rows' paths: see LOOPS in work.ts.
+  // forEach rather than for...of on the rows' paths: unoptimised code (a one-shot CLI plans before V8 optimises
+  // anything) allocates an iterator result for every element of a for...of.
   input.source.nodes.forEach((node) => {
     if (node.bitmaps.length === 0) return;
     const drive = src.drivesOf(node.name)[0]?.name ?? null;
@@ -97,7 +117,14 @@ export function decide(input: PlanInput): Decisions {
   const merges = copy ? decideChains(deferred, work, copy, ctx, decideOne, warnings) : [];
   if (copy) checkDiskTargets(work, copy.disks);
 
-  runChecks(work, { input, src, dst, errors, warnings });
+  const streams = runChecks(work, { src, dst, errors, warnings });
+  return { work, streams, errors, warnings, disks: copy?.disks ?? [], merges };
+}
+
+/** The checks that need both QEMUs' facts, then every row's final action and the plan's payload. */
+export function finishDecisions(rows: DecidedRows, input: PlanInput): Decisions {
+  const { work, errors, warnings } = rows;
+  checkQemu(rows.streams, input, errors, warnings);
 
   let payloadBytes = 0;
   work.forEach((w) => {
@@ -141,8 +168,8 @@ export function decide(input: PlanInput): Decisions {
     warnings,
     payloadBytes,
     work,
-    disks: copy?.disks ?? [],
-    merges,
+    disks: rows.disks,
+    merges: rows.merges,
   };
 }
 
@@ -174,7 +201,7 @@ function postcopyHint(work: Work[]): string {
 }
 
 export interface Ctx {
-  input: PlanInput;
+  input: RowsInput;
   src: GraphLookup;
   dst: GraphLookup;
   perBitmap: Map<string, Map<string, ResolvedEntry>>;

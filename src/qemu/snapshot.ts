@@ -56,7 +56,7 @@ export interface QemuSnapshot {
 function querySnapshot(
   mon: QemuMonitor,
   then: { [K in keyof Checked]: (reply: unknown) => unknown },
-): Promise<unknown[]> {
+): Promise<unknown>[] {
   const optional = (p: Promise<unknown>): Promise<unknown> =>
     p.catch((err: unknown) => {
       if (err instanceof QmpCommandError) return null;
@@ -65,7 +65,7 @@ function querySnapshot(
   // All in flight at once (the block graph query is unstable, so a QEMU without it simply answers CommandNotFound).
   // The schema probe goes last: QEMU takes tens of milliseconds to build that reply and is slow to answer the next
   // command after it, so the others are answered (and validated) while it builds, not after.
-  return Promise.all([
+  return [
     mon.qmp.execute("query-version").then(then.version),
     mon.qmp.execute("query-status").then(then.status),
     mon.qmp.execute("query-named-block-nodes", { flat: true }).then(then.namedNodes),
@@ -77,7 +77,7 @@ function querySnapshot(
     optional(mon.qmp.execute("qom-list-properties", { typename: "migration" })),
     optional(mon.qmp.execute("qom-get", { path: "/machine", property: "type" })),
     mon.features(),
-  ]);
+  ];
 }
 
 export async function captureRawSnapshot(mon: QemuMonitor): Promise<RawSnapshot> {
@@ -94,16 +94,18 @@ export async function captureRawSnapshot(mon: QemuMonitor): Promise<RawSnapshot>
     migrationProperties,
     machineType,
     features,
-  ] = await querySnapshot(mon, {
-    version: keep,
-    status: keep,
-    namedNodes: keep,
-    blockBackends: keep,
-    blockGraph: keep,
-    migrationParameters: keep,
-    migrationCapabilities: keep,
-    memory: keep,
-  });
+  ] = await Promise.all(
+    querySnapshot(mon, {
+      version: keep,
+      status: keep,
+      namedNodes: keep,
+      blockBackends: keep,
+      blockGraph: keep,
+      migrationParameters: keep,
+      migrationCapabilities: keep,
+      memory: keep,
+    }),
+  );
   return {
     version,
     status,
@@ -177,18 +179,25 @@ export function parseSnapshot(raw: RawSnapshot): QemuSnapshot {
   return assemble(checked as unknown as Checked, raw);
 }
 
-/** Snapshots asked before their reader runs (prefetchSnapshot), each taken by the next readSnapshot of its monitor. */
-const prefetched = new WeakMap<QmpClient, Promise<QemuSnapshot>>();
+/** What buildGraph reads of a snapshot: the block replies, validated. */
+export type BlockReplies = Pick<QemuSnapshot, "namedNodes" | "blockBackends" | "blockGraph" | "runState">;
+
+/** One monitor's snapshot being read: the block replies as soon as they are in, and the whole snapshot. */
+export interface SnapshotReading {
+  /** Rejects on any problem with those replies; the snapshot then reports the first problem of all. */
+  blocks: Promise<BlockReplies>;
+  snapshot: Promise<QemuSnapshot>;
+}
+
+/** Snapshots asked before their reader runs (prefetchSnapshot), each taken by the next reading of its monitor. */
+const prefetched = new WeakMap<QmpClient, SnapshotReading>();
 
 /**
  * Sends the snapshot's queries now; the next readSnapshot of this monitor takes their answers instead of asking
  * again. The CLI asks as soon as it is connected, so that QEMU answers while the rest of the command loads.
  */
 export function prefetchSnapshot(mon: QemuMonitor): void {
-  const snapshot = askSnapshot(mon);
-  // Its failure is the reader's to report, as if the reader had asked.
-  snapshot.catch(() => undefined);
-  prefetched.set(mon.qmp, snapshot);
+  prefetched.set(mon.qmp, askSnapshot(mon));
 }
 
 /**
@@ -197,6 +206,11 @@ export function prefetchSnapshot(mon: QemuMonitor): void {
  * reply is in, the same first problem parseSnapshot reports for the same replies.
  */
 export function readSnapshot(mon: QemuMonitor): Promise<QemuSnapshot> {
+  return startSnapshot(mon).snapshot;
+}
+
+/** readSnapshot, with the block replies on their own as soon as they are in (the schema comes last). */
+export function startSnapshot(mon: QemuMonitor): SnapshotReading {
   const early = prefetched.get(mon.qmp);
   prefetched.delete(mon.qmp);
   return early ?? askSnapshot(mon);
@@ -204,7 +218,7 @@ export function readSnapshot(mon: QemuMonitor): Promise<QemuSnapshot> {
 
 type Settled = { ok: true; value: unknown } | { ok: false; error: unknown };
 
-async function askSnapshot(mon: QemuMonitor): Promise<QemuSnapshot> {
+function askSnapshot(mon: QemuMonitor): SnapshotReading {
   const settle =
     (check: (reply: unknown) => unknown) =>
     (reply: unknown): Settled => {
@@ -216,37 +230,60 @@ async function askSnapshot(mon: QemuMonitor): Promise<QemuSnapshot> {
     };
   const then = {} as Record<keyof Checked, (reply: unknown) => Settled>;
   for (const key of Object.keys(CHECK) as (keyof Checked)[]) then[key] = settle(CHECK[key]);
-  const replies = await querySnapshot(mon, then);
-  const [
-    version,
-    status,
-    namedNodes,
-    blockBackends,
-    blockGraph,
-    migrationParameters,
-    migrationCapabilities,
-    memory,
-  ] = replies as Settled[];
-  const settled: Record<keyof Checked, Settled | undefined> = {
-    version,
-    migrationCapabilities,
-    memory,
-    status,
-    namedNodes,
-    blockBackends,
-    blockGraph,
-    migrationParameters,
-  };
-  const checked = {} as Record<keyof Checked, unknown>;
-  for (const key of Object.keys(CHECK) as (keyof Checked)[]) {
-    const s = settled[key];
-    if (!s) throw new Error(`readSnapshot: no reply for ${key}`);
+  const pending = querySnapshot(mon, then);
+  const value = async (p: Promise<unknown> | undefined): Promise<unknown> => {
+    const s = (await p) as Settled;
     if (!s.ok) throw s.error;
-    checked[key] = s.value;
-  }
-  return assemble(checked as unknown as Checked, {
-    features: replies[10] as QemuFeatures,
-    migrationProperties: replies[8],
-    machineType: replies[9],
-  });
+    return s.value;
+  };
+  const blocks = (async (): Promise<BlockReplies> => {
+    const [status, namedNodes, blockBackends, blockGraph] = await Promise.all(
+      [pending[1], pending[2], pending[3], pending[4]].map(value),
+    );
+    return {
+      runState: (status as StatusInfo).status,
+      namedNodes: namedNodes as BlockDeviceInfo[],
+      blockBackends: blockBackends as BlockInfo[],
+      blockGraph: blockGraph as BlockGraph | undefined,
+    };
+  })();
+  const snapshot = (async (): Promise<QemuSnapshot> => {
+    const replies = await Promise.all(pending);
+    const [
+      version,
+      status,
+      namedNodes,
+      blockBackends,
+      blockGraph,
+      migrationParameters,
+      migrationCapabilities,
+      memory,
+    ] = replies as Settled[];
+    const settled: Record<keyof Checked, Settled | undefined> = {
+      version,
+      migrationCapabilities,
+      memory,
+      status,
+      namedNodes,
+      blockBackends,
+      blockGraph,
+      migrationParameters,
+    };
+    const checked = {} as Record<keyof Checked, unknown>;
+    for (const key of Object.keys(CHECK) as (keyof Checked)[]) {
+      const s = settled[key];
+      if (!s) throw new Error(`readSnapshot: no reply for ${key}`);
+      if (!s.ok) throw s.error;
+      checked[key] = s.value;
+    }
+    return assemble(checked as unknown as Checked, {
+      features: replies[10] as QemuFeatures,
+      migrationProperties: replies[8],
+      machineType: replies[9],
+    });
+  })();
+  // Either may be left unread (a reader that fails early, a prefetch nobody takes): its failure is the reader's.
+  blocks.catch(() => undefined);
+  snapshot.catch(() => undefined);
+  return { blocks, snapshot };
 }
