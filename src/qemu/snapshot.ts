@@ -52,49 +52,46 @@ export interface QemuSnapshot {
   machineType: string | undefined;
 }
 
+type Queries = Record<keyof Checked | "migrationProperties" | "machineType" | "features", Promise<unknown>>;
+
 /** The queries of a snapshot, all in flight at once, each reply handed to `then` as it arrives. */
 function querySnapshot(
   mon: QemuMonitor,
   then: { [K in keyof Checked]: (reply: unknown) => unknown },
-): Promise<unknown>[] {
+): Queries {
   const optional = (p: Promise<unknown>): Promise<unknown> =>
     p.catch((err: unknown) => {
       if (err instanceof QmpCommandError) return null;
       throw err;
     });
-  // All in flight at once (the block graph query is unstable, so a QEMU without it simply answers CommandNotFound).
-  // The schema probe goes last: QEMU takes tens of milliseconds to build that reply and is slow to answer the next
-  // command after it, so the others are answered (and validated) while it builds, not after.
-  return [
-    mon.qmp.execute("query-version").then(then.version),
-    mon.qmp.execute("query-status").then(then.status),
-    mon.qmp.execute("query-named-block-nodes", { flat: true }).then(then.namedNodes),
-    mon.qmp.execute("query-block").then(then.blockBackends),
-    optional(mon.qmp.execute("x-debug-query-block-graph")).then(then.blockGraph),
-    mon.qmp.execute("query-migrate-parameters").then(then.migrationParameters),
-    mon.qmp.execute("query-migrate-capabilities").then(then.migrationCapabilities),
-    optional(mon.qmp.execute("query-memory-size-summary")).then(then.memory),
-    optional(mon.qmp.execute("qom-list-properties", { typename: "migration" })),
-    optional(mon.qmp.execute("qom-get", { path: "/machine", property: "type" })),
-    mon.features(),
-  ];
+  // All in flight at once, sent in this order (the block graph query is unstable, so a QEMU without it simply
+  // answers CommandNotFound). The schema probe goes last: QEMU takes tens of milliseconds to build that reply and
+  // is slow to answer the next command after it, so the others are answered (and validated) while it builds.
+  return {
+    version: mon.qmp.execute("query-version").then(then.version),
+    status: mon.qmp.execute("query-status").then(then.status),
+    namedNodes: mon.qmp.execute("query-named-block-nodes", { flat: true }).then(then.namedNodes),
+    blockBackends: mon.qmp.execute("query-block").then(then.blockBackends),
+    blockGraph: optional(mon.qmp.execute("x-debug-query-block-graph")).then(then.blockGraph),
+    migrationParameters: mon.qmp.execute("query-migrate-parameters").then(then.migrationParameters),
+    migrationCapabilities: mon.qmp.execute("query-migrate-capabilities").then(then.migrationCapabilities),
+    memory: optional(mon.qmp.execute("query-memory-size-summary")).then(then.memory),
+    migrationProperties: optional(mon.qmp.execute("qom-list-properties", { typename: "migration" })),
+    machineType: optional(mon.qmp.execute("qom-get", { path: "/machine", property: "type" })),
+    features: mon.features(),
+  };
+}
+
+/** Every query's answer, once all are in. */
+async function answers(q: Queries): Promise<Record<keyof Queries, unknown>> {
+  const keys = Object.keys(q) as (keyof Queries)[];
+  const values = await Promise.all(keys.map((k) => q[k]));
+  return Object.fromEntries(keys.map((k, i) => [k, values[i]])) as Record<keyof Queries, unknown>;
 }
 
 export async function captureRawSnapshot(mon: QemuMonitor): Promise<RawSnapshot> {
   const keep = (reply: unknown): unknown => reply;
-  const [
-    version,
-    status,
-    namedNodes,
-    blockBackends,
-    blockGraph,
-    migrationParameters,
-    migrationCapabilities,
-    memory,
-    migrationProperties,
-    machineType,
-    features,
-  ] = await Promise.all(
+  const r = await answers(
     querySnapshot(mon, {
       version: keep,
       status: keep,
@@ -107,17 +104,17 @@ export async function captureRawSnapshot(mon: QemuMonitor): Promise<RawSnapshot>
     }),
   );
   return {
-    version,
-    status,
-    namedNodes,
-    blockBackends,
-    blockGraph,
-    migrationParameters,
-    migrationCapabilities,
-    memory,
-    features: features as QemuFeatures,
-    migrationProperties,
-    machineType,
+    version: r.version,
+    status: r.status,
+    namedNodes: r.namedNodes,
+    blockBackends: r.blockBackends,
+    blockGraph: r.blockGraph,
+    migrationParameters: r.migrationParameters,
+    migrationCapabilities: r.migrationCapabilities,
+    memory: r.memory,
+    features: r.features as QemuFeatures,
+    migrationProperties: r.migrationProperties,
+    machineType: r.machineType,
   };
 }
 
@@ -231,14 +228,14 @@ function askSnapshot(mon: QemuMonitor): SnapshotReading {
   const then = {} as Record<keyof Checked, (reply: unknown) => Settled>;
   for (const key of Object.keys(CHECK) as (keyof Checked)[]) then[key] = settle(CHECK[key]);
   const pending = querySnapshot(mon, then);
-  const value = async (p: Promise<unknown> | undefined): Promise<unknown> => {
+  const value = async (p: Promise<unknown>): Promise<unknown> => {
     const s = (await p) as Settled;
     if (!s.ok) throw s.error;
     return s.value;
   };
   const blocks = (async (): Promise<BlockReplies> => {
     const [status, namedNodes, blockBackends, blockGraph] = await Promise.all(
-      [pending[1], pending[2], pending[3], pending[4]].map(value),
+      [pending.status, pending.namedNodes, pending.blockBackends, pending.blockGraph].map(value),
     );
     return {
       runState: (status as StatusInfo).status,
@@ -248,38 +245,18 @@ function askSnapshot(mon: QemuMonitor): SnapshotReading {
     };
   })();
   const snapshot = (async (): Promise<QemuSnapshot> => {
-    const replies = await Promise.all(pending);
-    const [
-      version,
-      status,
-      namedNodes,
-      blockBackends,
-      blockGraph,
-      migrationParameters,
-      migrationCapabilities,
-      memory,
-    ] = replies as Settled[];
-    const settled: Record<keyof Checked, Settled | undefined> = {
-      version,
-      migrationCapabilities,
-      memory,
-      status,
-      namedNodes,
-      blockBackends,
-      blockGraph,
-      migrationParameters,
-    };
+    const r = await answers(pending);
     const checked = {} as Record<keyof Checked, unknown>;
+    // In parseSnapshot's order: the first problem in it is the one reported.
     for (const key of Object.keys(CHECK) as (keyof Checked)[]) {
-      const s = settled[key];
-      if (!s) throw new Error(`readSnapshot: no reply for ${key}`);
+      const s = r[key] as Settled;
       if (!s.ok) throw s.error;
       checked[key] = s.value;
     }
     return assemble(checked as unknown as Checked, {
-      features: replies[10] as QemuFeatures,
-      migrationProperties: replies[8],
-      machineType: replies[9],
+      features: r.features as QemuFeatures,
+      migrationProperties: r.migrationProperties,
+      machineType: r.machineType,
     });
   })();
   // Either may be left unread (a reader that fails early, a prefetch nobody takes): its failure is the reader's.
