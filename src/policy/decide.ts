@@ -127,7 +127,10 @@ export function finishDecisions(rows: DecidedRows, input: PlanInput): Decisions 
   checkQemu(rows.streams, input, errors, warnings);
 
   let payloadBytes = 0;
+  // The plan's rows, collected in the same pass.
+  const bitmaps: PlanBitmap[] = [];
   work.forEach((w) => {
+    bitmaps.push(w.entry);
     if (w.entry.errors.length > 0) {
       w.entry.action = "error";
       const rowErrors = w.entry.errors;
@@ -163,7 +166,7 @@ export function finishDecisions(rows: DecidedRows, input: PlanInput): Decisions 
   }
 
   return {
-    bitmaps: work.map((w) => w.entry),
+    bitmaps,
     errors,
     warnings,
     payloadBytes,
