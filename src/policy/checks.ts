@@ -37,7 +37,8 @@ interface CheckCtx {
 
 /**
  * The checks that look across bitmaps and at the destination: everything QEMU would otherwise fail on, crash on
- * or silently drop. Each adds errors to the bitmaps concerned (plan-level ones to `ctx.errors`).
+ * or silently drop. Each adds errors to the bitmaps concerned (plan-level ones to `ctx.errors`). All but checkQemu,
+ * which needs the QEMUs' features: it is run on the stream rows this returns.
  */
 export function runChecks(work: Work[], ctx: CheckCtx): Work[] {
   checkBlockers(work, ctx);

@@ -311,7 +311,8 @@ export function decideOne(w: Work, ctx: Ctx, as: BlockNode = w.node): void {
       );
       return;
     }
-    setTarget(w, ctx, resolved.node, target.bitmap, target.persistent, target.enabled);
+    const drive = ctx.dst.drivesOf(resolved.node.name)[0]?.name ?? null;
+    setTarget(w, resolved.node, drive, target.bitmap, target.persistent, target.enabled);
     return;
   }
 
@@ -362,14 +363,7 @@ export function decideByDefaults(w: Work, ctx: Ctx, node: BlockNode): void {
     return;
   }
   if (address.target) {
-    w.dst = address.target;
-    entry.target = {
-      node: address.target.name,
-      drive: address.targetDrive,
-      bitmap: bitmap.name,
-      persistent: bitmap.persistent,
-      enabled: bitmap.recording,
-    };
+    setTarget(w, address.target, address.targetDrive, bitmap.name, bitmap.persistent, bitmap.recording);
     return;
   }
   const drives = ctx.src.drivesOf(node.name);
@@ -395,22 +389,17 @@ function resolveNodeAddress(dst: GraphLookup, name: string): BlockNode | undefin
   return dst.node(name) ?? dst.driveRootOf(name);
 }
 
+/** `drive`: the destination node's drive, if any. */
 function setTarget(
   w: Work,
-  ctx: Ctx,
   node: BlockNode,
+  drive: string | null,
   bitmap: string,
   persistent: boolean,
   enabled: boolean,
 ): void {
   w.dst = node;
-  w.entry.target = {
-    node: node.name,
-    drive: ctx.dst.drivesOf(node.name)[0]?.name ?? null,
-    bitmap,
-    persistent,
-    enabled,
-  };
+  w.entry.target = { node: node.name, drive, bitmap, persistent, enabled };
 }
 
 function skip(entry: PlanBitmap, rule: Rule): void {

@@ -31,24 +31,17 @@ export function matchesPattern(
   nodeNames: readonly string[],
   bitmap: string,
 ): boolean {
-  if (!pattern.bitmap.test(bitmap)) return false;
+  return pattern.bitmap.test(bitmap) && matchesNode(pattern, nodeNames);
+}
+
+/** The node part of a pattern (none matches every node) against the names a node is known by. */
+function matchesNode(pattern: CompiledPattern, nodeNames: readonly string[]): boolean {
   const nodeRe = pattern.node;
   if (nodeRe === undefined) return true;
   for (const n of nodeNames) {
     if (nodeRe.test(n)) return true;
   }
   return false;
-}
-
-export function firstMatch(
-  patterns: readonly CompiledPattern[],
-  nodeNames: readonly string[],
-  bitmap: string,
-): CompiledPattern | undefined {
-  for (const p of patterns) {
-    if (matchesPattern(p, nodeNames, bitmap)) return p;
-  }
-  return undefined;
 }
 
 /**
@@ -80,6 +73,6 @@ export class Patterns {
     if (s.matched) return true;
     if (s.nodePatterns.length === 0) return false;
     const names = namesOf(node);
-    return s.nodePatterns.some((p) => names.some((n) => p.node?.test(n) === true));
+    return s.nodePatterns.some((p) => matchesNode(p, names));
   }
 }

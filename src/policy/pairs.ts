@@ -25,25 +25,43 @@ class Names {
   }
 }
 
-export class PairMap<V> {
-  /** Per node: its bitmap names, and where each pair's value sits in `order`. */
-  private readonly byNode = new Map<string, { names: Names; at: number[] }>();
-  /** Every value, in the order its pair was first set (as one flat map would iterate). */
-  private readonly order: V[] = [];
-  /** The node asked last, and its entry: pairs are mostly asked node by node. */
+/** Per node-name, one entry; remembers the node asked last, as pairs are mostly asked node by node. */
+class ByNode<E> {
+  private readonly map = new Map<string, E>();
   private lastNode: string | undefined;
-  private lastEntry: { names: Names; at: number[] } | undefined;
+  private lastEntry: E | undefined;
 
-  private entry(node: string): { names: Names; at: number[] } | undefined {
+  get(node: string): E | undefined {
     if (node === this.lastNode) return this.lastEntry;
-    const e = this.byNode.get(node);
+    const e = this.map.get(node);
     this.lastNode = node;
     this.lastEntry = e;
     return e;
   }
 
+  /** The node's entry, made by `make` if it has none yet. */
+  entry(node: string, make: () => E): E {
+    let e = this.get(node);
+    if (e === undefined) {
+      e = make();
+      this.map.set(node, e);
+      this.lastEntry = e;
+    }
+    return e;
+  }
+}
+
+const newSlots = (): { names: Names; at: number[] } => ({ names: new Names(), at: [] });
+const newNames = (): Names => new Names();
+
+export class PairMap<V> {
+  /** Per node: its bitmap names, and where each pair's value sits in `order`. */
+  private readonly byNode = new ByNode<{ names: Names; at: number[] }>();
+  /** Every value, in the order its pair was first set (as one flat map would iterate). */
+  private readonly order: V[] = [];
+
   private slot(node: string, bitmap: string): number {
-    const e = this.entry(node);
+    const e = this.byNode.get(node);
     if (!e) return -1;
     const i = e.names.find(bitmap);
     return i === -1 ? -1 : (e.at[i] ?? -1);
@@ -56,12 +74,7 @@ export class PairMap<V> {
 
   /** Sets the value of a pair not set before. */
   set(node: string, bitmap: string, value: V): void {
-    let e = this.entry(node);
-    if (!e) {
-      e = { names: new Names(), at: [] };
-      this.byNode.set(node, e);
-      this.lastEntry = e;
-    }
+    const e = this.byNode.entry(node, newSlots);
     e.at[e.names.add(bitmap)] = this.order.length;
     this.order.push(value);
   }
@@ -79,31 +92,15 @@ export class PairMap<V> {
 }
 
 export class PairSet {
-  private readonly byNode = new Map<string, Names>();
-  /** The node asked last, and its names: pairs are mostly asked node by node. */
-  private lastNode: string | undefined;
-  private lastNames: Names | undefined;
-
-  private names(node: string): Names | undefined {
-    if (node === this.lastNode) return this.lastNames;
-    const e = this.byNode.get(node);
-    this.lastNode = node;
-    this.lastNames = e;
-    return e;
-  }
+  private readonly byNode = new ByNode<Names>();
 
   add(node: string, bitmap: string): void {
-    let e = this.names(node);
-    if (!e) {
-      e = new Names();
-      this.byNode.set(node, e);
-      this.lastNames = e;
-    }
+    const e = this.byNode.entry(node, newNames);
     if (e.find(bitmap) === -1) e.add(bitmap);
   }
 
   has(node: string, bitmap: string): boolean {
-    const e = this.names(node);
+    const e = this.byNode.get(node);
     return e !== undefined && e.find(bitmap) !== -1;
   }
 }
