@@ -169,11 +169,19 @@ function assemble(
   };
 }
 
+/** Every validated reply, taken in CHECK's order: the first one `take` throws for is the problem reported. */
+function inOrder(take: (key: keyof Checked) => unknown): Checked {
+  const checked = {} as Record<keyof Checked, unknown>;
+  for (const key of Object.keys(CHECK) as (keyof Checked)[]) checked[key] = take(key);
+  return checked as unknown as Checked;
+}
+
 /** Validates a raw snapshot. Pure. */
 export function parseSnapshot(raw: RawSnapshot): QemuSnapshot {
-  const checked = {} as Record<keyof Checked, unknown>;
-  for (const key of Object.keys(CHECK) as (keyof Checked)[]) checked[key] = CHECK[key](raw[key]);
-  return assemble(checked as unknown as Checked, raw);
+  return assemble(
+    inOrder((key) => CHECK[key](raw[key])),
+    raw,
+  );
 }
 
 /** What buildGraph reads of a snapshot: the block replies, validated. */
@@ -215,6 +223,11 @@ export function startSnapshot(mon: QemuMonitor): SnapshotReading {
 
 type Settled = { ok: true; value: unknown } | { ok: false; error: unknown };
 
+function unwrap(s: Settled): unknown {
+  if (!s.ok) throw s.error;
+  return s.value;
+}
+
 function askSnapshot(mon: QemuMonitor): SnapshotReading {
   const settle =
     (check: (reply: unknown) => unknown) =>
@@ -228,11 +241,7 @@ function askSnapshot(mon: QemuMonitor): SnapshotReading {
   const then = {} as Record<keyof Checked, (reply: unknown) => Settled>;
   for (const key of Object.keys(CHECK) as (keyof Checked)[]) then[key] = settle(CHECK[key]);
   const pending = querySnapshot(mon, then);
-  const value = async (p: Promise<unknown>): Promise<unknown> => {
-    const s = (await p) as Settled;
-    if (!s.ok) throw s.error;
-    return s.value;
-  };
+  const value = async (p: Promise<unknown>): Promise<unknown> => unwrap((await p) as Settled);
   const blocks = (async (): Promise<BlockReplies> => {
     const [status, namedNodes, blockBackends, blockGraph] = await Promise.all(
       [pending.status, pending.namedNodes, pending.blockBackends, pending.blockGraph].map(value),
@@ -246,18 +255,14 @@ function askSnapshot(mon: QemuMonitor): SnapshotReading {
   })();
   const snapshot = (async (): Promise<QemuSnapshot> => {
     const r = await answers(pending);
-    const checked = {} as Record<keyof Checked, unknown>;
-    // In parseSnapshot's order: the first problem in it is the one reported.
-    for (const key of Object.keys(CHECK) as (keyof Checked)[]) {
-      const s = r[key] as Settled;
-      if (!s.ok) throw s.error;
-      checked[key] = s.value;
-    }
-    return assemble(checked as unknown as Checked, {
-      features: r.features as QemuFeatures,
-      migrationProperties: r.migrationProperties,
-      machineType: r.machineType,
-    });
+    return assemble(
+      inOrder((key) => unwrap(r[key] as Settled)),
+      {
+        features: r.features as QemuFeatures,
+        migrationProperties: r.migrationProperties,
+        machineType: r.machineType,
+      },
+    );
   })();
   // Either may be left unread (a reader that fails early, a prefetch nobody takes): its failure is the reader's.
   blocks.catch(() => undefined);
