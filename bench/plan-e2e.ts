@@ -17,8 +17,8 @@ export const PROFILED_FUNCTIONS = [
   "QapiSchema",
   "validateReply",
   "buildGraph",
-  "planFromGraphs",
-  "decide",
+  "decideRows",
+  "finishDecisions",
   "compileRows",
   "writeJson",
 ];

@@ -36,14 +36,10 @@ export interface ResolvedEntry {
   node: BlockNode;
 }
 
-/** Runs the decision procedure of DESIGN section 3 over every named source bitmap, then the checks. Pure. */
-export function decide(input: PlanInput): Decisions {
-  return finishDecisions(decideRows(input), input);
-}
-
 /**
- * The decisions and checks that need the graphs but not the QEMUs' features: a live plan runs them while QEMU still
- * builds its schema reply (asked last), and finishDecisions adds the rest once it is in.
+ * The decision procedure of DESIGN section 3 over every named source bitmap, then the checks, in two parts. Pure.
+ * decideRows needs only the two graphs: a live plan runs it while QEMU still builds its schema reply (asked last);
+ * finishDecisions adds the checks that need the QEMUs' features once it is in.
  */
 export interface DecidedRows {
   work: Work[];
