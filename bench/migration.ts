@@ -8,7 +8,7 @@ import { finalMigrationInfo, RunFailed, type RunFailure } from "./lib/failures.j
 import { load1 } from "./lib/machine.js";
 import { timedStrictMigrate } from "./lib/timed-migrate.js";
 import type { CompiledTree } from "./lib/build.js";
-import { timeProcess } from "./plan-e2e.js";
+import { COLD, timeProcess } from "./plan-e2e.js";
 import { interleave, ratio, summarize, type Summary } from "./lib/stats.js";
 
 const MiB = 1024 * 1024;
@@ -49,7 +49,8 @@ export interface MigrationResult {
    * Issue 16's row: `bitferry migrate --json` as a fresh process against the floor script (bench/floor/
    * migrate-floor.ts: the same migration with the hashes of both sides, nothing else), ms. Target ≤ 1.3.
    */
-  cli?: { bitferry: Summary; floor: Summary; ratio: number };
+  /** `cold`: bitferry with its feature cache off (each QEMU asked its schema, as on first contact with a build). */
+  cli?: { bitferry: Summary; cold: Summary; floor: Summary; ratio: number };
   /** bitferry downtime ÷ baseline downtime. */
   downtimeRatio: number;
   /** 1.1 × baseline downtime + hashing time, ms: the downtime target. */
@@ -180,6 +181,42 @@ export async function benchMigration(
   const loadStart = load1();
   let pairNo = 0;
   let payloadBytes = 0;
+  /** One `bitferry migrate --json` as a fresh process on a fresh pair, checked, ms. */
+  const cliOnce = async (env?: NodeJS.ProcessEnv): Promise<{ value: number }> => {
+    const i = pairNo++;
+    const { source, destination } = await startPair(lab, i);
+    try {
+      const out = lab.path(`migrate-${i}.json`);
+      const r = await timeProcess(
+        [
+          tree.cli,
+          "migrate",
+          "--source",
+          source.monitorSocket,
+          "--dest",
+          destination.monitorSocket,
+          "--uri",
+          `unix:${lab.path(`m${i}.sock`)}`,
+          "--json",
+        ],
+        tree.dir,
+        out,
+        env,
+      );
+      const doc = JSON.parse(await readFile(out, "utf8")) as {
+        ok?: boolean;
+        bitmaps?: { verified: string }[];
+      };
+      if (r.code !== 0 || doc.ok !== true || doc.bitmaps?.length !== DISKS * BITMAPS_PER_DISK) {
+        throw new Error(`bitferry migrate --json exited ${r.code}: ${r.stderr}`);
+      }
+      if (doc.bitmaps.some((b) => b.verified !== "strict"))
+        throw new Error("bitferry migrate --json: not every bitmap verified strict");
+      return { value: r.ms };
+    } finally {
+      await Promise.all([source.stop(), destination.stop()]);
+    }
+  };
   const runs = await interleave<MigrationSample>(
     [
       {
@@ -204,43 +241,8 @@ export async function benchMigration(
           }
         },
       },
-      {
-        id: "cli",
-        run: async () => {
-          const i = pairNo++;
-          const { source, destination } = await startPair(lab, i);
-          try {
-            const out = lab.path(`migrate-${i}.json`);
-            const r = await timeProcess(
-              [
-                tree.cli,
-                "migrate",
-                "--source",
-                source.monitorSocket,
-                "--dest",
-                destination.monitorSocket,
-                "--uri",
-                `unix:${lab.path(`m${i}.sock`)}`,
-                "--json",
-              ],
-              tree.dir,
-              out,
-            );
-            const doc = JSON.parse(await readFile(out, "utf8")) as {
-              ok?: boolean;
-              bitmaps?: { verified: string }[];
-            };
-            if (r.code !== 0 || doc.ok !== true || doc.bitmaps?.length !== DISKS * BITMAPS_PER_DISK) {
-              throw new Error(`bitferry migrate --json exited ${r.code}: ${r.stderr}`);
-            }
-            if (doc.bitmaps.some((b) => b.verified !== "strict"))
-              throw new Error("bitferry migrate --json: not every bitmap verified strict");
-            return { value: r.ms };
-          } finally {
-            await Promise.all([source.stop(), destination.stop()]);
-          }
-        },
-      },
+      { id: "cli", run: () => cliOnce() },
+      { id: "cli-cold", run: () => cliOnce(COLD) },
       {
         id: "cli-floor",
         run: async () => {
@@ -329,6 +331,7 @@ export async function benchMigration(
     wallRatio: ratio(bitferry.wall, baseline.wall),
     cli: {
       bitferry: summarize(runs.get("cli")!.samples),
+      cold: summarize(runs.get("cli-cold")!.samples),
       floor: summarize(runs.get("cli-floor")!.samples),
       ratio: ratio(summarize(runs.get("cli")!.samples), summarize(runs.get("cli-floor")!.samples)),
     },

@@ -12,9 +12,11 @@ import { interleave, ratio, summarize, type Summary } from "./lib/stats.js";
 
 const GiB = 1024 ** 3;
 
+/** A CLI run that asks each QEMU its schema, as on first contact with a build. */
+export const COLD = { BITFERRY_FEATURE_CACHE: "off" };
+
 /** The stages of a plan run, by the bitferry function that does each (inclusive time in the profile). */
 export const PROFILED_FUNCTIONS = [
-  "QapiSchema",
   "validateReply",
   "buildGraph",
   "decideRows",
@@ -28,8 +30,13 @@ export interface PlanE2eResult {
   bitmapsPerNode: number;
   /** Starting both QEMUs, then creating every bitmap (pipelined transactions), ms. Done once. */
   setup: { startMs: number; bitmapsMs: number };
-  /** `bitferry plan --json` (compiled, as bin/bitferry.js runs it) as a fresh process, stdout to a file, ms. */
+  /**
+   * `bitferry plan --json` (compiled, as bin/bitferry.js runs it) as a fresh process, stdout to a file, ms. The
+   * feature cache knows the QEMU build (the warm-up runs filled it), as on any host after its first plan.
+   */
   cli: Summary;
+  /** The same, with the feature cache off (BITFERRY_FEATURE_CACHE=off): QEMU builds its schema reply each time. */
+  cliCold: Summary;
   /** The floor: a fresh node process sending the same queries to both monitors and parsing the replies, ms. */
   floor: Summary;
   /** cli ÷ floor. Target ≤ 1.5. */
@@ -59,6 +66,7 @@ export function timeProcess(
   args: string[],
   cwd: string,
   stdoutFile?: string,
+  env?: NodeJS.ProcessEnv,
 ): Promise<{ ms: number; code: number | null; stderr: string }> {
   return (async () => {
     const fh = stdoutFile ? await open(stdoutFile, "w") : undefined;
@@ -67,6 +75,7 @@ export function timeProcess(
         const t0 = performance.now();
         const child = spawn(process.execPath, args, {
           cwd,
+          env: env ? { ...process.env, ...env } : process.env,
           stdio: ["ignore", fh ? fh.fd : "ignore", "pipe"],
         });
         let stderr = "";
@@ -165,6 +174,10 @@ export async function benchPlanE2e(
     const runs = await interleave<undefined>(
       [
         { id: "cli", run: async () => ({ value: (await timeProcess(cliArgs, tree.dir, out)).ms }) },
+        {
+          id: "cliCold",
+          run: async () => ({ value: (await timeProcess(cliArgs, tree.dir, out, COLD)).ms }),
+        },
         { id: "floor", run: async () => ({ value: (await timeProcess(floorArgs, tree.dir)).ms }) },
         { id: "node", run: async () => ({ value: (await timeProcess(["-e", "0"], tree.dir)).ms }) },
         {
@@ -211,6 +224,7 @@ export async function benchPlanE2e(
       bitmapsPerNode: options.bitmapsPerNode,
       setup: { startMs, bitmapsMs },
       cli,
+      cliCold: summarize(runs.get("cliCold")!.samples),
       floor,
       ratio: ratio(cli, floor),
       parts: {

@@ -156,6 +156,9 @@ async function main(): Promise<void> {
     `${machine.cpu} × ${machine.cpus}, ${(machine.memoryBytes / 2 ** 30).toFixed(0)} GiB, ${machine.qemu}, load ${machine.loadStart.toFixed(2)}`,
   );
   const work = await mkdtemp("/tmp/bf-bench-build-");
+  // Every bitferry run of the bench, in process or not, shares one feature cache, empty at the start: each
+  // section's warm-up runs fill it, as a host's first plan does.
+  process.env.BITFERRY_FEATURE_CACHE = path.join(work, "qemu-features");
   const results: BenchResults = {
     version: 1,
     startedAt,

@@ -7,6 +7,24 @@ import { build } from "esbuild";
 import path from "node:path";
 
 const root = path.join(import.meta.dirname, "..");
+
+// commander requires child_process when it loads, for the executable subcommands bitferry never defines: that is
+// about 4 ms of every start (child_process brings net and its streams). It gets the module on first use instead.
+const lazyChildProcess = {
+  name: "lazy-child-process",
+  setup(b) {
+    b.onResolve({ filter: /^(node:)?child_process$/ }, (args) =>
+      /[\\/]node_modules[\\/]commander[\\/]/.test(args.importer)
+        ? { path: "child_process", namespace: "lazy-builtin" }
+        : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: "lazy-builtin" }, () => ({
+      contents:
+        'let m; module.exports = new Proxy({}, { get: (_, key) => (m ??= require("node:child_process"))[key] });',
+      loader: "js",
+    }));
+  },
+};
 const outdir = path.resolve(process.argv[2] ?? path.join(root, "dist/bundle"));
 
 await build({
@@ -20,6 +38,7 @@ await build({
   sourcemap: true,
   legalComments: "none",
   logLevel: "warning",
+  plugins: [lazyChildProcess],
   // CommonJS dependencies (commander) call require(); an ES module has none of its own.
   banner: {
     js: 'import { createRequire as __bitferryRequire } from "node:module"; const require = __bitferryRequire(import.meta.url);',

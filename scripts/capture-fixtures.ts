@@ -9,6 +9,9 @@ import { Lab } from "../src/lab/lab.js";
 import { scenarios } from "../src/lab/scenarios.js";
 import { captureRawSnapshot } from "../src/qemu/snapshot.js";
 
+// A fixture's features come from its QEMU's own schema, never from what the feature cache remembers.
+process.env.BITFERRY_FEATURE_CACHE = "off";
+
 const wanted = process.argv.slice(2);
 const outDir = path.join(import.meta.dirname, "..", "test", "fixtures", "qmp");
 mkdirSync(outDir, { recursive: true });

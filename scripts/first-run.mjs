@@ -99,7 +99,7 @@ function qemu10Needed() {
   );
 }
 
-/** Same rule as src/lab/guest-image.ts cacheDir(). */
+/** Same rule as src/util/cache-dir.ts. */
 function cacheDir() {
   if (process.env.BITFERRY_CACHE_DIR) return process.env.BITFERRY_CACHE_DIR;
   if (isRoot) return "/var/cache/bitferry";

@@ -31,7 +31,15 @@ const pidsFile = path.join(stateDir, "pids");
 const result = spawnSync(
   process.execPath,
   ["--import", "tsx", "--test", "--test-reporter=spec", "--test-concurrency=2", ...passThrough, ...files],
-  { stdio: "inherit", env: { ...process.env, BITFERRY_LAB_PIDS_FILE: pidsFile } },
+  {
+    stdio: "inherit",
+    // The feature cache starts empty for every run: a test sees what its QEMU says, not what an earlier run kept.
+    env: {
+      ...process.env,
+      BITFERRY_LAB_PIDS_FILE: pidsFile,
+      BITFERRY_FEATURE_CACHE: path.join(stateDir, "qemu-features"),
+    },
+  },
 );
 
 let leaked = [];

@@ -9,8 +9,10 @@
  */
 import net from "node:net";
 
-// In bitferry's order: the schema last, since QEMU answers the next command slowly after building it.
+// In bitferry's order. bitferry asks query-commands for its feature cache, and the schema only for a QEMU build
+// the cache does not know yet: what it asks on every later plan is what the floor asks.
 const QUERIES: { execute: string; arguments?: Record<string, unknown> }[] = [
+  { execute: "query-commands" },
   { execute: "query-version" },
   { execute: "query-status" },
   { execute: "query-named-block-nodes", arguments: { flat: true } },
@@ -19,7 +21,6 @@ const QUERIES: { execute: string; arguments?: Record<string, unknown> }[] = [
   { execute: "query-migrate-parameters" },
   { execute: "query-migrate-capabilities" },
   { execute: "query-memory-size-summary" },
-  { execute: "query-qmp-schema" },
 ];
 
 function query(path: string): Promise<{ replies: number; bytes: number }> {

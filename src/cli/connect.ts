@@ -3,7 +3,7 @@ import { QmpClient } from "../qmp/client.js";
 import { QmpConnectError, QmpError } from "../qmp/errors.js";
 import { formatMonitorAddress, parseMonitorAddress } from "../qmp/address.js";
 import { QemuMonitor } from "../qemu/monitor.js";
-import { sshConnectionOf } from "../transport/monitor.js";
+import { sshConnectionOf } from "../transport/connections.js";
 import { DEFAULT_POLICY } from "../policy/defaults.js";
 import type { Policy } from "../policy/types.js";
 

@@ -10,10 +10,10 @@ import {
   renameSync,
 } from "node:fs";
 import { copyFile, rm, writeFile } from "node:fs/promises";
-import { homedir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
+import { cacheDir } from "../util/cache-dir.js";
 import { BitferryError } from "../util/errors.js";
 import { newcArchive, type CpioEntry } from "./cpio.js";
 import { GUEST_INIT, GUEST_MODULES } from "./guest-init.js";
@@ -38,13 +38,6 @@ export const KERNEL_META_PACKAGE = "linux-image-cloud-amd64";
 
 export class GuestImageError extends BitferryError {
   readonly code = "GUEST_IMAGE";
-}
-
-/** BITFERRY_CACHE_DIR, else /var/cache/bitferry for root, else $XDG_CACHE_HOME/bitferry or ~/.cache/bitferry. */
-export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.BITFERRY_CACHE_DIR) return env.BITFERRY_CACHE_DIR;
-  if (process.getuid?.() === 0) return "/var/cache/bitferry";
-  return path.join(env.XDG_CACHE_HOME ?? path.join(homedir(), ".cache"), "bitferry");
 }
 
 /** Where the last built image is recorded; scripts/first-run.mjs reads it to decide without starting tsx. */

@@ -4,7 +4,7 @@ import type { StreamTransport } from "../policy/transport.js";
 import type { QemuMonitor } from "../qemu/monitor.js";
 import { parseSocketAddress } from "../qmp/address.js";
 import { TransportError } from "../transport/errors.js";
-import { sshConnectionOf } from "../transport/monitor.js";
+import { sshConnectionOf } from "../transport/connections.js";
 import type { SshConnection } from "../transport/ssh.js";
 import { shellQuote } from "../transport/ssh-command.js";
 import {

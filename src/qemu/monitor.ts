@@ -1,6 +1,8 @@
-import type { ExecuteOptions, QmpClient } from "../qmp/client.js";
+import { formatVersion, type ExecuteOptions, type QmpClient } from "../qmp/client.js";
+import { QmpCommandError } from "../qmp/errors.js";
 import { QapiSchema } from "../qmp/schema.js";
 import { BitferryError } from "../util/errors.js";
+import { featureCacheDir, featureKey, readFeatures, writeFeatures } from "./feature-cache.js";
 import { GuardFailure, type Guard } from "./guard.js";
 import {
   BlockGraph,
@@ -64,7 +66,10 @@ export type TransactionAction =
       data: { node: string; target: string; bitmaps: (string | BitmapRef)[] };
     };
 
-/** Feature probes, answered from the QAPI schema rather than from version numbers. */
+/**
+ * Feature probes, answered from the QAPI schema rather than from version numbers (or by the feature cache, which
+ * remembers the schema's answers per QEMU build).
+ */
 export interface QemuFeatures {
   bitmapMapping: boolean;
   mappingTransform: boolean;
@@ -80,6 +85,9 @@ export interface QemuFeatures {
  * the connection lives.
  */
 const schemas = new WeakMap<QmpClient, Promise<QapiSchema>>();
+
+/** The features of each monitor connection, worked out once (from the feature cache or from the schema). */
+const featureSets = new WeakMap<QmpClient, Promise<QemuFeatures>>();
 
 /**
  * Typed wrappers for the QMP commands bitferry uses. Every reply is validated; argument objects are built here so
@@ -119,7 +127,40 @@ export class QemuMonitor {
     return schema;
   }
 
-  async features(): Promise<QemuFeatures> {
+  /** This QEMU's features: from the feature cache when its build is known there, else from its schema. */
+  features(): Promise<QemuFeatures> {
+    let f = featureSets.get(this.qmp);
+    if (!f) {
+      f = this.probeFeatures();
+      featureSets.set(this.qmp, f);
+    }
+    return f;
+  }
+
+  private async probeFeatures(): Promise<QemuFeatures> {
+    // query-commands is small and answered at once. On a miss the schema is asked right after its reply, while
+    // QEMU still works through the queries sent with it, so a miss costs no more than asking the schema outright,
+    // and the schema stays behind them in QEMU's queue (it is slow to build, and QEMU slow to answer after it).
+    const commands = await this.commandList();
+    const dir = featureCacheDir();
+    const key = dir === undefined ? undefined : featureKey(this.qmp.version, commands);
+    const known = dir !== undefined && key !== undefined ? readFeatures(dir, key) : undefined;
+    if (known) return known;
+    const f = await this.schemaFeatures();
+    if (dir !== undefined && key !== undefined) writeFeatures(dir, key, formatVersion(this.qmp.version), f);
+    return f;
+  }
+
+  /** `query-commands`, or undefined where QEMU refuses it (then the schema is asked and nothing is remembered). */
+  private commandList(): Promise<unknown> {
+    return this.qmp.execute("query-commands").catch((err: unknown) => {
+      if (err instanceof QmpCommandError) return undefined;
+      throw err;
+    });
+  }
+
+  /** The features, read from the QAPI schema. */
+  async schemaFeatures(): Promise<QemuFeatures> {
     const s = await this.schema();
     try {
       return {

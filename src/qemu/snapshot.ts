@@ -65,9 +65,10 @@ function querySnapshot(
       throw err;
     });
   // All in flight at once, sent in this order (the block graph query is unstable, so a QEMU without it simply
-  // answers CommandNotFound). The schema probe goes last: QEMU takes tens of milliseconds to build that reply and
-  // is slow to answer the next command after it, so the others are answered (and validated) while it builds.
+  // answers CommandNotFound). The feature probe goes first: it sends query-commands now, and the schema (where
+  // the feature cache does not know this build) only once that is answered, so behind all the others.
   return {
+    features: mon.features(),
     version: mon.qmp.execute("query-version").then(then.version),
     status: mon.qmp.execute("query-status").then(then.status),
     namedNodes: mon.qmp.execute("query-named-block-nodes", { flat: true }).then(then.namedNodes),
@@ -78,7 +79,6 @@ function querySnapshot(
     memory: optional(mon.qmp.execute("query-memory-size-summary")).then(then.memory),
     migrationProperties: optional(mon.qmp.execute("qom-list-properties", { typename: "migration" })),
     machineType: optional(mon.qmp.execute("qom-get", { path: "/machine", property: "type" })),
-    features: mon.features(),
   };
 }
 

@@ -2,6 +2,7 @@ import net from "node:net";
 import { QmpClient, type QmpClientOptions } from "../qmp/client.js";
 import { QmpConnectError, QmpError } from "../qmp/errors.js";
 import { formatMonitorAddress, parseSshAddress, type SshAddress } from "../qmp/address.js";
+import { carriedBy } from "./connections.js";
 import { TransportError } from "./errors.js";
 import { SshConnection, sshReason } from "./ssh.js";
 
@@ -10,12 +11,7 @@ export interface SshMonitorOptions extends QmpClientOptions {
   env?: NodeJS.ProcessEnv;
 }
 
-const connections = new WeakMap<QmpClient, SshConnection>();
-
-/** The SSH connection that carries a monitor opened by connectSshMonitor (the run adds its tunnels to it). */
-export function sshConnectionOf(client: QmpClient): SshConnection | undefined {
-  return connections.get(client);
-}
+export { sshConnectionOf } from "./connections.js";
 
 /**
  * Opens the QMP monitor at `ssh://[USER@]HOST[:PORT]/PATH`: one SSH connection to HOST (the system's `ssh`, the
@@ -72,7 +68,7 @@ export async function connectSshMonitor(
         });
       throw err;
     }
-    connections.set(client, conn);
+    carriedBy(client, conn);
     void client.closed.then(() => conn.close());
     // A connection that drops takes the forwarded socket with it: the client sees its monitor close unexpectedly,
     // as with a QEMU that died, and the run reports it the same way.
