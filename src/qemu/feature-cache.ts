@@ -75,7 +75,8 @@ export function readFeatures(dir: string, key: FeatureKey): QemuFeatures | undef
   } catch {
     return undefined;
   }
-  const e = typeof entry === "object" && entry !== null ? (entry as { key?: unknown; features?: unknown }) : {};
+  const e =
+    typeof entry === "object" && entry !== null ? (entry as { key?: unknown; features?: unknown }) : {};
   // Another build that hashes to the same file name (or a stale format) is a miss: its entry is then replaced.
   if (e.key !== key.text) return undefined;
   const f = e.features;

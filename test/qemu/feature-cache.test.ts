@@ -44,15 +44,18 @@ const SCHEMA = [
   { name: "x-debug-block-dirty-bitmap-sha256", "meta-type": "command", "arg-type": "1", "ret-type": "1" },
 ];
 
-const COMMANDS = [{ name: "query-version" }, { name: "migrate-set-parameters" }, { name: "qmp_capabilities" }];
+const COMMANDS = [
+  { name: "query-version" },
+  { name: "migrate-set-parameters" },
+  { name: "qmp_capabilities" },
+];
 
 /** A fake monitor answering query-commands with `commands` (or refusing it) and the schema with SCHEMA. */
 async function fake(commands: unknown): Promise<FakeQmpServer> {
   return FakeQmpServer.start({
     handle: (cmd, conn) => {
       if (cmd.execute === "query-commands") {
-        if (commands === "refuse")
-          conn.send({ error: { class: "CommandNotFound", desc: "no" }, id: cmd.id });
+        if (commands === "refuse") conn.send({ error: { class: "CommandNotFound", desc: "no" }, id: cmd.id });
         else conn.send({ return: commands, id: cmd.id });
       } else if (cmd.execute === "query-qmp-schema") conn.send({ return: SCHEMA, id: cmd.id });
       else conn.send({ return: {}, id: cmd.id });
