@@ -1,3 +1,4 @@
+import { StringDecoder } from "node:string_decoder";
 import { QmpProtocolError } from "./errors.js";
 
 /** QEMU's schema reply alone is 200 KB; 16 MiB leaves room for huge graphs while bounding memory. */
@@ -11,8 +12,11 @@ const CR = 0x0d;
  * Memory stays bounded by `maxLineBytes`: a longer line is a protocol error, not an allocation.
  */
 export class LineDecoder {
-  private parts: Buffer[] = [];
+  /** The unfinished line, decoded as its chunks arrive (a string of pieces V8 joins once, in JSON.parse). */
+  private text = "";
   private partBytes = 0;
+  /** Holds a character's bytes cut by a chunk boundary until the rest arrives. */
+  private readonly utf8 = new StringDecoder("utf8");
 
   constructor(private readonly maxLineBytes = DEFAULT_MAX_LINE_BYTES) {}
 
@@ -23,23 +27,20 @@ export class LineDecoder {
     for (;;) {
       const nl = chunk.indexOf(LF, start);
       if (nl === -1) break;
-      let piece = chunk.subarray(start, nl);
-      if (this.partBytes + piece.length > this.maxLineBytes) this.overflow();
-      if (this.parts.length > 0) {
-        this.parts.push(piece);
-        piece = Buffer.concat(this.parts, this.partBytes + piece.length);
-        this.parts = [];
-        this.partBytes = 0;
-      }
-      const end = piece.length > 0 && piece[piece.length - 1] === CR ? piece.length - 1 : piece.length;
-      if (end > 0) lines.push(piece.toString("utf8", 0, end));
+      if (this.partBytes + (nl - start) > this.maxLineBytes) this.overflow();
+      // end(): a character left cut at the line end is a replacement character, as toString makes it, not a
+      // prefix of the next line.
+      let line = this.text + this.utf8.write(chunk.subarray(start, nl)) + this.utf8.end();
+      this.text = "";
+      this.partBytes = 0;
+      if (line.charCodeAt(line.length - 1) === CR) line = line.slice(0, -1);
+      if (line.length > 0) lines.push(line);
       start = nl + 1;
     }
     if (start < chunk.length) {
       const rest = chunk.subarray(start);
       if (this.partBytes + rest.length > this.maxLineBytes) this.overflow();
-      // Copy: the caller may reuse the chunk's memory.
-      this.parts.push(Buffer.from(rest));
+      this.text += this.utf8.write(rest);
       this.partBytes += rest.length;
     }
     return lines;
@@ -52,7 +53,8 @@ export class LineDecoder {
 
   private overflow(): never {
     const held = this.partBytes;
-    this.parts = [];
+    this.text = "";
+    this.utf8.end();
     this.partBytes = 0;
     throw new QmpProtocolError(
       `QMP line longer than ${this.maxLineBytes} bytes (already holding ${held} bytes of it)`,

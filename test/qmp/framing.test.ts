@@ -24,6 +24,26 @@ describe("LineDecoder", () => {
     }
   });
 
+  it("a character cut off by the line end decodes as toString decodes it, and stays out of the next line", () => {
+    const bad = Buffer.concat([
+      Buffer.from('{"x": "a'),
+      Buffer.from([0xe2, 0x82]),
+      Buffer.from('"}\n{"y": 1}\n'),
+    ]);
+    for (let cut = 1; cut < bad.length; cut++) {
+      const d = new LineDecoder();
+      const out = [...d.push(bad.subarray(0, cut)), ...d.push(bad.subarray(cut))];
+      assert.deepEqual(
+        out,
+        [bad.subarray(0, bad.indexOf(0x0a)).toString("utf8"), '{"y": 1}'],
+        `cut at ${cut}`,
+      );
+    }
+    const cutAtEnd = new LineDecoder();
+    const line = Buffer.concat([Buffer.from("ab"), Buffer.from([0xe2, 0x82]), Buffer.from('\n{"y": 1}\n')]);
+    assert.deepEqual(cutAtEnd.push(line), ["ab\ufffd", '{"y": 1}']);
+  });
+
   it("rejects a line longer than the cap, without holding it", () => {
     const d = new LineDecoder(1024);
     assert.throws(() => d.push(Buffer.alloc(2000, 0x61)), QmpProtocolError);
