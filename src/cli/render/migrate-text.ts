@@ -1,4 +1,4 @@
-import Table from "cli-table3";
+import { renderTable } from "./table.js";
 import type { MigrateResult } from "../../migrate/run.js";
 import type { Colors } from "../output.js";
 import { formatMs, renderPlanText } from "./plan-text.js";
@@ -12,29 +12,22 @@ export function renderMigrateText(r: MigrateResult, c: Colors): string {
   if (r.phase === "planned") return renderPlanText(r.plan, c);
   const lines: string[] = [];
   if (r.bitmaps.length > 0) {
-    const table = new Table({
-      head: ["source", "bitmap", "→ target", "target bitmap", "verified", "sha256", "note"],
-      style: { head: [], border: [] },
-      wordWrap: true,
-    });
-    for (const b of r.bitmaps) {
-      const v =
-        b.verified === "failed"
-          ? c.red(b.verified)
-          : b.verified === "strict"
-            ? c.green(b.verified)
-            : c.yellow(b.verified);
-      table.push([
-        b.source.drive ?? b.source.node,
-        b.source.bitmap.length > 40 ? `${b.source.bitmap.slice(0, 39)}…` : b.source.bitmap,
-        b.target.drive ?? b.target.node,
-        b.target.bitmap.length > 40 ? `${b.target.bitmap.slice(0, 39)}…` : b.target.bitmap,
-        v,
-        short(b.targetSha256 ?? b.sourceSha256),
-        b.reason ?? "",
-      ]);
-    }
-    lines.push(table.toString());
+    const rows = r.bitmaps.map((b) => [
+      b.source.drive ?? b.source.node,
+      b.source.bitmap.length > 40 ? `${b.source.bitmap.slice(0, 39)}…` : b.source.bitmap,
+      b.target.drive ?? b.target.node,
+      b.target.bitmap.length > 40 ? `${b.target.bitmap.slice(0, 39)}…` : b.target.bitmap,
+      b.verified === "failed"
+        ? c.red(b.verified)
+        : b.verified === "strict"
+          ? c.green(b.verified)
+          : c.yellow(b.verified),
+      short(b.targetSha256 ?? b.sourceSha256),
+      b.reason ?? "",
+    ]);
+    lines.push(
+      renderTable(["source", "bitmap", "→ target", "target bitmap", "verified", "sha256", "note"], rows),
+    );
   }
   const m = r.migration;
   const timing = [

@@ -1,4 +1,4 @@
-import Table from "cli-table3";
+import { renderTable } from "./table.js";
 import { formatBytes } from "../../util/format.js";
 import type { Colors } from "../output.js";
 import { addedDowntimeMs } from "../../policy/convergence.js";
@@ -53,25 +53,18 @@ export function renderPlanText(plan: Plan, c: Colors): string {
   if (plan.bitmaps.length === 0) {
     lines.push("The source has no named dirty bitmaps: nothing to carry.");
   } else {
-    const table = new Table({
-      head: ["source", "bitmap", "action", "rule", "target", "target bitmap", "changes"],
-      style: { head: [], border: [] },
-      wordWrap: true,
-    });
-    for (const b of plan.bitmaps) {
-      const action =
-        b.action === "migrate" ? c.green("migrate") : b.action === "skip" ? c.dim("skip") : c.red("error");
-      table.push([
-        where(b.source.node, b.source.drive),
-        truncateName(b.source.bitmap),
-        action,
-        b.rule,
-        b.target ? where(b.target.node, b.target.drive) : "",
-        b.target ? truncateName(b.target.bitmap) : "",
-        changes(b),
-      ]);
-    }
-    lines.push(table.toString());
+    const rows = plan.bitmaps.map((b) => [
+      where(b.source.node, b.source.drive),
+      truncateName(b.source.bitmap),
+      b.action === "migrate" ? c.green("migrate") : b.action === "skip" ? c.dim("skip") : c.red("error"),
+      b.rule,
+      b.target ? where(b.target.node, b.target.drive) : "",
+      b.target ? truncateName(b.target.bitmap) : "",
+      changes(b),
+    ]);
+    lines.push(
+      renderTable(["source", "bitmap", "action", "rule", "target", "target bitmap", "changes"], rows),
+    );
   }
   const migrating = plan.bitmaps.filter((b) => b.action === "migrate").length;
   const skipped = plan.bitmaps.filter((b) => b.action === "skip").length;

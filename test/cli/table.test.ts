@@ -1,0 +1,51 @@
+import { strict as assert } from "node:assert";
+import { describe, it } from "node:test";
+import Table from "cli-table3";
+import pc from "picocolors";
+import { renderTable } from "../../src/cli/render/table.js";
+
+/** What cli-table3 draws as one table: the text renderTable must give. */
+function oneTable(head: string[], rows: string[][]): string {
+  const t = new Table({ head, style: { head: [], border: [] }, wordWrap: true });
+  t.push(...rows);
+  return t.toString();
+}
+
+const colors = pc.createColors(true);
+const HEAD = ["source", "bitmap", "action", "note"];
+
+function rows(n: number, wideAt: number): string[][] {
+  return Array.from({ length: n }, (_, i) => [
+    `drive${i}`,
+    i === wideAt ? "a-much-longer-bitmap-name-than-the-others" : `bm${i % 7}`,
+    i % 3 === 0 ? colors.green("migrate") : colors.red("error"),
+    // Wide characters count twice, as in cli-table3's own widths.
+    i % 50 === 0 ? "中文 note with spaces" : "",
+  ]);
+}
+
+describe("renderTable", () => {
+  it("draws what cli-table3 draws as one table, at every size around its part boundaries", () => {
+    for (const n of [0, 1, 99, 100, 101, 199, 200, 201, 350]) {
+      for (const wideAt of [0, n - 1, Math.floor(n / 2)]) {
+        const r = rows(n, wideAt);
+        assert.equal(renderTable(HEAD, r), oneTable(HEAD, r), `${n} rows, widest at ${wideAt}`);
+      }
+    }
+  });
+
+  it("a column whose widest cell is the header stays as wide as the header", () => {
+    const r = Array.from({ length: 250 }, (_, i) => [String(i), "x", "y", "z"]);
+    const head = ["a-very-long-header", "b", "c", "d"];
+    assert.equal(renderTable(head, r), oneTable(head, r));
+  });
+
+  it("20,000 rows (a 2,000-disk plan) are drawn", () => {
+    const r = rows(20_000, 12_345);
+    const text = renderTable(HEAD, r);
+    const lines = text.split("\n");
+    // top border, header, its rule, then each row and the rule after it, the last one the bottom border.
+    assert.equal(lines.length, 3 + 2 * 20_000);
+    assert.ok(lines.every((l) => l.length === (lines[0] ?? "").length || l.includes("\u001b")));
+  });
+});
