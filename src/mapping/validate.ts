@@ -5,24 +5,26 @@ function longerThan(s: string, max: number): boolean {
   return s.length * 3 > max && Buffer.byteLength(s) > max;
 }
 
+type Entry = BitmapAliasMapping[number]["bitmaps"][number];
+
 /**
- * The first position of `values` that repeats an earlier one, or -1: a scan for the few bitmaps a node usually has,
- * a set for many.
+ * The first bitmap of `bitmaps` whose `key` repeats an earlier one's, or -1: a scan for the few bitmaps a node
+ * usually has, a set for many. Plain loops: a plan validates thousands of these lists once, in cold code.
  */
-function duplicateAt(values: readonly string[]): number {
-  if (values.length <= 16) {
-    for (let i = 1; i < values.length; i++) {
-      const value = values[i];
-      for (let j = 0; j < i; j++) if (values[j] === value) return i;
+function repeatAt(bitmaps: readonly Entry[], key: "name" | "alias"): number {
+  const n = bitmaps.length;
+  if (n <= 16) {
+    for (let i = 1; i < n; i++) {
+      const value = bitmaps[i]?.[key];
+      for (let j = 0; j < i; j++) if (bitmaps[j]?.[key] === value) return i;
     }
     return -1;
   }
-  const set = new Set<string>();
-  let i = 0;
-  for (const value of values) {
-    if (set.has(value)) return i;
-    set.add(value);
-    i++;
+  const seen = new Set<string | undefined>();
+  for (let i = 0; i < n; i++) {
+    const value = bitmaps[i]?.[key];
+    if (seen.has(value)) return i;
+    seen.add(value);
   }
   return -1;
 }
@@ -45,13 +47,24 @@ export function validateMapping(mapping: BitmapAliasMapping, strict = true): str
     if (longerThan(n["node-name"], 31)) return `The node name '${n["node-name"]}' is longer than 31 bytes`;
     if (nodeNames.has(n["node-name"])) return `The node name '${n["node-name"]}' is mapped twice`;
     nodeNames.add(n["node-name"]);
-    const twice = duplicateAt(n.bitmaps.map((b) => b.name));
-    // The first bitmap with a problem, found without an iterator (a plan compiles thousands), then its first problem.
-    const at = n.bitmaps.findIndex(
-      (b, i) =>
-        longerThan(b.alias, 255) || longerThan(b.name, 1023) || i === twice || (strict && b.alias === ""),
-    );
-    const bad = n.bitmaps[at];
+    const bitmaps = n.bitmaps;
+    const twice = repeatAt(bitmaps, "name");
+    // The first bitmap with a problem, then its first problem.
+    let bad: Entry | undefined;
+    let at = 0;
+    for (; at < bitmaps.length; at++) {
+      const b = bitmaps[at];
+      if (b === undefined) break;
+      if (
+        longerThan(b.alias, 255) ||
+        longerThan(b.name, 1023) ||
+        at === twice ||
+        (strict && b.alias === "")
+      ) {
+        bad = b;
+        break;
+      }
+    }
     if (bad) {
       if (longerThan(bad.alias, 255)) return `The bitmap alias '${bad.alias}' is longer than 255 bytes`;
       if (longerThan(bad.name, 1023)) return `The bitmap name '${bad.name}' is longer than 1023 bytes`;
@@ -64,7 +77,7 @@ export function validateMapping(mapping: BitmapAliasMapping, strict = true): str
   for (const n of mapping) {
     if (nodeAliases.has(n.alias)) return `The node alias '${n.alias}' is used twice`;
     nodeAliases.add(n.alias);
-    const twice = duplicateAt(n.bitmaps.map((b) => b.alias));
+    const twice = repeatAt(n.bitmaps, "alias");
     if (twice !== -1)
       return `The bitmap alias '${n.alias}'/'${(n.bitmaps[twice] as { alias: string }).alias}' is used twice`;
   }
