@@ -1,8 +1,9 @@
 import Table from "cli-table3";
 
 /**
- * Rows per cli-table3 table. Its layout checks each cell against every earlier row (for spans bitferry never uses),
- * so one table of 20,000 rows took 23 s; tables of this many rows keep it linear.
+ * Up to this many rows, cli-table3 draws the table itself. Beyond, its layout is quadratic (it checks each cell
+ * against every earlier row, for spans bitferry never uses) and its cells cost tens of microseconds each: one table
+ * of 20,000 rows took 23 s.
  */
 const ROWS_PER_TABLE = 100;
 
@@ -14,30 +15,56 @@ function draw(head: string[] | undefined, rows: string[][], colWidths?: number[]
   return table.toString();
 }
 
+// eslint-disable-next-line no-control-regex -- terminal colour codes are what is stripped
+const SGR = /\u001b\[[0-9;]*m/g;
+const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
+
+/** A cell's width as cli-table3 counts it, where that is its length: printable ASCII, colour codes aside. */
+function asciiWidth(cell: string): number | undefined {
+  const bare = cell.includes("\u001b") ? cell.replace(SGR, "") : cell;
+  return PRINTABLE_ASCII.test(bare) ? bare.length : undefined;
+}
+
 /**
- * The table cli-table3 draws for `head` and `rows` (boxed, a line between rows), the same text, in time linear in
- * the rows: drawn as tables of ROWS_PER_TABLE rows, all with the widest column widths any of them needs (read off
- * each one's top border), joined where one's bottom border meets the next one's top.
+ * The table cli-table3 draws for `head` and `rows` (boxed, a line between rows, one space of padding), the same
+ * text, in time linear in the rows. Beyond ROWS_PER_TABLE rows, a row of printable ASCII (the usual plan row) is
+ * drawn here; any other row (wide or combining characters, line breaks) is measured and drawn by cli-table3, alone,
+ * at the table's column widths.
  */
 export function renderTable(head: string[], rows: string[][]): string {
-  if (rows.length <= ROWS_PER_TABLE) return draw(head, rows);
-  const parts: string[][][] = [];
-  for (let i = 0; i < rows.length; i += ROWS_PER_TABLE) parts.push(rows.slice(i, i + ROWS_PER_TABLE));
-  const widths = head.map(() => 0);
-  parts.forEach((part, k) => {
-    const top = draw(k === 0 ? head : undefined, part).split("\n", 1)[0] ?? "";
+  const headWidths = head.map(asciiWidth);
+  if (rows.length <= ROWS_PER_TABLE || headWidths.includes(undefined)) return draw(head, rows);
+  const widths = headWidths.map((w) => (w ?? 0) + 2);
+  const theirs: string[][] = [];
+  const cells = rows.map((row) => {
+    const measured = row.map(asciiWidth);
+    if (measured.includes(undefined)) {
+      theirs.push(row);
+      return undefined;
+    }
+    measured.forEach((w, i) => (widths[i] = Math.max(widths[i] ?? 0, (w ?? 0) + 2)));
+    return measured as number[];
+  });
+  // Their widths, read off the top border of cli-table3's tables of them.
+  for (let i = 0; i < theirs.length; i += ROWS_PER_TABLE) {
+    const top = draw(undefined, theirs.slice(i, i + ROWS_PER_TABLE)).split("\n", 1)[0] ?? "";
     top
       .slice(1, -1)
       .split("┬")
-      .forEach((segment, i) => (widths[i] = Math.max(widths[i] ?? 0, segment.length)));
+      .forEach((segment, c) => (widths[c] = Math.max(widths[c] ?? 0, segment.length)));
+  }
+  const rule = (left: string, mid: string, right: string): string =>
+    `${left}${widths.map((w) => "─".repeat(w)).join(mid)}${right}`;
+  const line = (row: string[], measured: number[]): string =>
+    `│${row.map((cell, i) => ` ${cell}${" ".repeat((widths[i] ?? 0) - 2 - (measured[i] ?? 0))} `).join("│")}│`;
+  const between = rule("├", "┼", "┤");
+  const lines = [rule("┌", "┬", "┐"), line(head, headWidths as number[])];
+  rows.forEach((row, r) => {
+    lines.push(between);
+    const measured = cells[r];
+    if (measured) lines.push(line(row, measured));
+    else lines.push(...draw(undefined, [row], widths).split("\n").slice(1, -1));
   });
-  const between = `├${widths.map((w) => "─".repeat(w)).join("┼")}┤`;
-  const lines: string[] = [];
-  parts.forEach((part, k) => {
-    const drawn = draw(k === 0 ? head : undefined, part, widths).split("\n");
-    if (k > 0) drawn[0] = between;
-    if (k < parts.length - 1) drawn.pop();
-    lines.push(...drawn);
-  });
+  lines.push(rule("└", "┴", "┘"));
   return lines.join("\n");
 }
