@@ -5,8 +5,8 @@ import pc from "picocolors";
 import { renderTable } from "../../src/cli/render/table.js";
 
 /** What cli-table3 draws as one table: the text renderTable must give. */
-function oneTable(head: string[], rows: string[][]): string {
-  const t = new Table({ head, style: { head: [], border: [] }, wordWrap: true });
+function oneTable(head: string[], rows: string[][], wordWrap = true): string {
+  const t = new Table({ head, style: { head: [], border: [] }, wordWrap });
   t.push(...rows);
   return t.toString();
 }
@@ -42,6 +42,14 @@ describe("renderTable", () => {
         const r = rows(n, wideAt);
         assert.equal(renderTable(HEAD, r), oneTable(HEAD, r), `${n} rows, widest at ${wideAt}`);
       }
+    }
+  });
+
+  it("without word wrap (inspect's table), with a coloured header", () => {
+    const head = HEAD.map((h) => colors.bold(h));
+    for (const n of [50, 101, 260]) {
+      const r = rows(n, n - 3);
+      assert.equal(renderTable(head, r, { wordWrap: false }), oneTable(head, r, false), `${n} rows`);
     }
   });
 

@@ -1,4 +1,4 @@
-import Table from "cli-table3";
+import { renderTable } from "../render/table.js";
 import { formatBytes } from "../../util/format.js";
 import {
   inspectErrorDocument,
@@ -55,8 +55,7 @@ function renderHuman(io: CliIO, doc: InspectDocument, flags: InspectFlags): void
     const head = ["name", "granularity", "flags", "dirty bytes"];
     if (flags.sha256) head.push("sha256");
     if (flags.extents) head.push("extents");
-    const table = new Table({ head: head.map((h) => c.bold(h)), style: { head: [], border: [] } });
-    for (const b of doc.bitmaps) {
+    const rows = doc.bitmaps.map((b) => {
       const row = [
         printable(b.name),
         formatBytes(b.granularity),
@@ -67,9 +66,15 @@ function renderHuman(io: CliIO, doc: InspectDocument, flags: InspectFlags): void
       ];
       if (flags.sha256) row.push(b.inUse ? "stale (in use)" : (b.sha256 ?? ""));
       if (flags.extents) row.push(b.inUse ? "stale (in use)" : String(b.extents?.length ?? 0));
-      table.push(row);
-    }
-    out.push(table.toString());
+      return row;
+    });
+    out.push(
+      renderTable(
+        head.map((h) => c.bold(h)),
+        rows,
+        { wordWrap: false },
+      ),
+    );
     if (flags.extents) {
       for (const b of doc.bitmaps) {
         if (b.inUse || b.extents === undefined || b.extents.length === 0) continue;

@@ -7,10 +7,18 @@ import Table from "cli-table3";
  */
 const ROWS_PER_TABLE = 100;
 
-const OPTIONS = { style: { head: [], border: [] }, wordWrap: true };
+/** How cli-table3 is asked to draw: plain borders and header, and whether a cell wraps at its column's width. */
+export interface TableStyle {
+  wordWrap: boolean;
+}
 
-function draw(head: string[] | undefined, rows: string[][], colWidths?: number[]): string {
-  const table = new Table({ ...OPTIONS, ...(head ? { head } : {}), ...(colWidths ? { colWidths } : {}) });
+function draw(style: TableStyle, head: string[] | undefined, rows: string[][], colWidths?: number[]): string {
+  const table = new Table({
+    style: { head: [], border: [] },
+    wordWrap: style.wordWrap,
+    ...(head ? { head } : {}),
+    ...(colWidths ? { colWidths } : {}),
+  });
   table.push(...rows);
   return table.toString();
 }
@@ -31,9 +39,13 @@ function asciiWidth(cell: string): number | undefined {
  * drawn here; any other row (wide or combining characters, line breaks) is measured and drawn by cli-table3, alone,
  * at the table's column widths.
  */
-export function renderTable(head: string[], rows: string[][]): string {
+export function renderTable(
+  head: string[],
+  rows: string[][],
+  style: TableStyle = { wordWrap: true },
+): string {
   const headWidths = head.map(asciiWidth);
-  if (rows.length <= ROWS_PER_TABLE || headWidths.includes(undefined)) return draw(head, rows);
+  if (rows.length <= ROWS_PER_TABLE || headWidths.includes(undefined)) return draw(style, head, rows);
   const widths = headWidths.map((w) => (w ?? 0) + 2);
   const theirs: string[][] = [];
   const cells = rows.map((row) => {
@@ -47,7 +59,7 @@ export function renderTable(head: string[], rows: string[][]): string {
   });
   // Their widths, read off the top border of cli-table3's tables of them.
   for (let i = 0; i < theirs.length; i += ROWS_PER_TABLE) {
-    const top = draw(undefined, theirs.slice(i, i + ROWS_PER_TABLE)).split("\n", 1)[0] ?? "";
+    const top = draw(style, undefined, theirs.slice(i, i + ROWS_PER_TABLE)).split("\n", 1)[0] ?? "";
     top
       .slice(1, -1)
       .split("┬")
@@ -63,7 +75,7 @@ export function renderTable(head: string[], rows: string[][]): string {
     lines.push(between);
     const measured = cells[r];
     if (measured) lines.push(line(row, measured));
-    else lines.push(...draw(undefined, [row], widths).split("\n").slice(1, -1));
+    else lines.push(...draw(style, undefined, [row], widths).split("\n").slice(1, -1));
   });
   lines.push(rule("└", "┴", "┘"));
   return lines.join("\n");
