@@ -311,21 +311,28 @@ function checkSharedImages(work: Work[], ctx: CheckCtx): void {
   }
   // By node, then by bitmap name: no key strings to build and hash for every bitmap.
   const leaving = new PairSet();
-  const arriving = new PairMap<Rows>();
   // Rows come node by node: whether a node is shared is looked up once per run of rows.
   let fromNode: BlockNode | undefined;
   let fromShared = false;
-  let toNode: string | undefined;
-  let toShared = false;
   work.forEach((w) => {
-    const t = w.entry.target;
     if (w.entry.action !== "migrate") return;
     if (w.node !== fromNode) {
       fromNode = w.node;
       fromShared = sharedSources.has(w.node.name);
     }
     if (fromShared && !w.merge) leaving.add(w.node.name, w.bitmap.name);
-    if (!t) return;
+  });
+  // Only a stored bitmap left behind in a shared image can conflict. Usually every one migrates (a shared-storage
+  // migration of the whole VM): then there is nothing to look for, and the arrivals are not indexed at all.
+  const staying = (src: BlockNode, b: Bitmap): boolean =>
+    b.persistent && !b.inconsistent && !leaving.has(src.name, b.name);
+  if (!shared.some(({ src }) => src.bitmaps.some((b) => staying(src, b)))) return;
+  const arriving = new PairMap<Rows>();
+  let toNode: string | undefined;
+  let toShared = false;
+  work.forEach((w) => {
+    const t = w.entry.target;
+    if (w.entry.action !== "migrate" || !t) return;
     if (t.node !== toNode) {
       toNode = t.node;
       toShared = sharedTargets.has(t.node);
@@ -336,7 +343,7 @@ function checkSharedImages(work: Work[], ctx: CheckCtx): void {
   for (const { dst, src } of shared) {
     const inMemory = dst.bitmaps.length === 0 ? undefined : new Set(dst.bitmaps.map((x) => x.name));
     for (const b of src.bitmaps) {
-      if (!b.persistent || b.inconsistent || leaving.has(src.name, b.name)) continue;
+      if (!staying(src, b)) continue;
       const incoming = arriving.get(dst.name, b.name);
       const row =
         inMemory?.has(b.name) === true
