@@ -128,9 +128,22 @@ async function hashAll(mon: QemuMonitor): Promise<{ ms: number; hashes: Map<stri
   return { ms: performance.now() - t0, hashes: new Map(pairs) };
 }
 
-async function bitferryOnce(lab: Lab, i: number): Promise<MigrationSample & { payloadBytes: number }> {
+/** Runs `fn` on a fresh pair (number `i`) and stops both QEMUs after it, also when it throws. */
+async function onPair<T>(
+  lab: Lab,
+  i: number,
+  fn: (source: QemuProcess, destination: QemuProcess) => Promise<T>,
+): Promise<T> {
   const { source, destination } = await startPair(lab, i);
   try {
+    return await fn(source, destination);
+  } finally {
+    await Promise.all([source.stop(), destination.stop()]);
+  }
+}
+
+async function bitferryOnce(lab: Lab, i: number): Promise<MigrationSample & { payloadBytes: number }> {
+  return onPair(lab, i, async (source, destination) => {
     const {
       result: r,
       wallMs,
@@ -161,9 +174,7 @@ async function bitferryOnce(lab: Lab, i: number): Promise<MigrationSample & { pa
       postmigrateHashesMatch: same,
       payloadBytes: r.plan.payloadBytes,
     };
-  } finally {
-    await Promise.all([source.stop(), destination.stop()]);
-  }
+  });
 }
 
 /**
@@ -184,8 +195,7 @@ export async function benchMigration(
   /** One `bitferry migrate --json` as a fresh process on a fresh pair, checked, ms. */
   const cliOnce = async (env?: NodeJS.ProcessEnv): Promise<{ value: number }> => {
     const i = pairNo++;
-    const { source, destination } = await startPair(lab, i);
-    try {
+    return onPair(lab, i, async (source, destination) => {
       const out = lab.path(`migrate-${i}.json`);
       const r = await timeProcess(
         [
@@ -213,9 +223,7 @@ export async function benchMigration(
       if (doc.bitmaps.some((b) => b.verified !== "strict"))
         throw new Error("bitferry migrate --json: not every bitmap verified strict");
       return { value: r.ms };
-    } finally {
-      await Promise.all([source.stop(), destination.stop()]);
-    }
+    });
   };
   const runs = await interleave<MigrationSample>(
     [
@@ -247,8 +255,7 @@ export async function benchMigration(
         id: "cli-floor",
         run: async () => {
           const i = pairNo++;
-          const { source, destination } = await startPair(lab, i);
-          try {
+          return onPair(lab, i, async (source, destination) => {
             const out = lab.path(`floor-${i}.json`);
             const r = await timeProcess(
               [
@@ -270,17 +277,14 @@ export async function benchMigration(
               doc.source.every((h, k) => h.sha256 === doc.destination[k]?.sha256);
             if (r.code !== 0 || !same) throw new Error(`migrate floor exited ${r.code}: ${r.stderr}`);
             return { value: r.ms };
-          } finally {
-            await Promise.all([source.stop(), destination.stop()]);
-          }
+          });
         },
       },
       {
         id: "baseline",
         run: async () => {
           const i = pairNo++;
-          const { source, destination } = await startPair(lab, i);
-          try {
+          return onPair(lab, i, async (source, destination) => {
             const t0 = performance.now();
             await baselineMigration(source.monitor, destination.monitor, `unix:${lab.path(`m${i}.sock`)}`);
             const wallMs = performance.now() - t0;
@@ -295,9 +299,7 @@ export async function benchMigration(
               totalTimeMs: info["total-time"] ?? NaN,
             };
             return { value: wallMs, extra: sample };
-          } finally {
-            await Promise.all([source.stop(), destination.stop()]);
-          }
+          });
         },
       },
     ],
