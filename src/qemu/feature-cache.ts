@@ -12,20 +12,23 @@ import type { QemuFeatures } from "./monitor.js";
  *
  * Over QMP a build is known by its version and package string (a distribution's release, or `git describe` for a
  * build from a git tree) and by its exact list of commands (which changes with configure options). An entry holds
- * that key in full and the features derived from the schema, nothing of the schema itself. A build that answers differently under the same key
- * would have to change QEMU's QAPI source without changing its version: `BITFERRY_FEATURE_CACHE=off` is for that.
+ * that key in full and the features derived from the schema, nothing of the schema itself. A build that answers
+ * differently under the same key would have to change QEMU's QAPI source without changing its version:
+ * `BITFERRY_FEATURE_CACHE=off` is for that.
  */
 
 /** Bumped when the meaning of an entry changes; older entries are then simply not found. */
 const FORMAT = "v1";
 
-const FEATURE_KEYS = [
-  "bitmapMapping",
-  "mappingTransform",
-  "bitmapSha256",
-  "blockGraph",
-  "incomingExitOnError",
-] as const satisfies readonly (keyof QemuFeatures)[];
+/** Every feature an entry must hold: a feature added to QemuFeatures and not here fails to compile. */
+const EVERY_FEATURE: Record<keyof QemuFeatures, true> = {
+  bitmapMapping: true,
+  mappingTransform: true,
+  bitmapSha256: true,
+  blockGraph: true,
+  incomingExitOnError: true,
+};
+const FEATURE_KEYS = Object.keys(EVERY_FEATURE) as (keyof QemuFeatures)[];
 
 /** `BITFERRY_FEATURE_CACHE`: a directory, or `off`; default `qemu-features` under bitferry's cache directory. */
 export function featureCacheDir(env: NodeJS.ProcessEnv = process.env): string | undefined {
