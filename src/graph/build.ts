@@ -1,10 +1,19 @@
 import type { BlockReplies } from "../qemu/snapshot.js";
 import type { BlockDeviceInfo } from "../qemu/replies.js";
 import { filteredChildRole, isFilterDriver } from "./filters.js";
+import { GraphLookup } from "./lookup.js";
 import type { Bitmap, BlockGraph, BlockNode, Child, Drive, StoredBitmap } from "./model.js";
 
 /** Builds the graph model from one QEMU's replies. Pure. */
 export function buildGraph(snap: BlockReplies): BlockGraph {
+  return buildIndexedGraph(snap).graph;
+}
+
+/**
+ * The graph and the lookup planning makes over it, which shares the index of nodes by name that building the
+ * graph needs anyway (at scale both sides hold tens of thousands of nodes).
+ */
+export function buildIndexedGraph(snap: BlockReplies): { graph: BlockGraph; lookup: GraphLookup } {
   const { children, roots } = readEdges(snap);
   const nodes = snap.namedNodes.map((info) => toNode(info, children.get(info["node-name"]) ?? []));
   const byName = new Map<string, BlockNode>();
@@ -16,7 +25,8 @@ export function buildGraph(snap: BlockReplies): BlockGraph {
     if (root === undefined) continue; // a drive without medium has no node at all
     drives.push({ name: bb.device, root, driveRoot: walkToDriveRoot(root, byName) });
   }
-  return { nodes, drives, runState: snap.runState };
+  const graph: BlockGraph = { nodes, drives, runState: snap.runState };
+  return { graph, lookup: new GraphLookup(graph, byName) };
 }
 
 function toNode(info: BlockDeviceInfo, children: Child[]): BlockNode {
@@ -78,15 +88,18 @@ function readEdges(snap: BlockReplies): { children: Map<string, Child[]>; roots:
   const g = snap.blockGraph;
   if (!g) return { children, roots };
   const byId = new Map<number, GraphEntry>();
-  // The block-driver nodes by id: the same as byId's unless a reply repeats an id with another type.
-  const drivers = new Map<number, string>();
-  for (const n of g.nodes) {
-    byId.set(n.id, n);
-    if (n.type === "block-driver") drivers.set(n.id, n.name);
-  }
+  for (const n of g.nodes) byId.set(n.id, n);
+  // The block-driver node of an id is the last entry of that id unless a reply repeats an id with another type:
+  // only then is it indexed on its own (the parent and child of every edge are looked up, 100,000s at scale).
+  const drivers = byId.size === g.nodes.length ? undefined : driversById(g.nodes);
+  const driverName = (id: number): string | undefined => {
+    if (drivers) return drivers.get(id);
+    const n = byId.get(id);
+    return n?.type === "block-driver" ? n.name : undefined;
+  };
   for (const e of g.edges) {
-    const parent = drivers.get(e.parent);
-    const child = drivers.get(e.child);
+    const parent = driverName(e.parent);
+    const child = driverName(e.child);
     if (parent !== undefined && child !== undefined) {
       let list = children.get(parent);
       if (!list) {
@@ -103,6 +116,12 @@ function readEdges(snap: BlockReplies): { children: Map<string, Child[]>; roots:
     }
   }
   return { children, roots };
+}
+
+function driversById(nodes: readonly GraphEntry[]): Map<number, string> {
+  const drivers = new Map<number, string>();
+  for (const n of nodes) if (n.type === "block-driver") drivers.set(n.id, n.name);
+  return drivers;
 }
 
 /**

@@ -9,7 +9,7 @@ export interface Resolved {
 
 /** Indexes over one graph for the lookups planning does thousands of times. */
 export class GraphLookup {
-  private readonly nodes = new Map<string, BlockNode>();
+  private readonly nodes: Map<string, BlockNode>;
   private readonly drives = new Map<string, Drive>();
   private readonly drivesByRoot = new Map<string, Drive[]>();
   private readonly names = new Map<BlockNode, readonly string[]>();
@@ -18,9 +18,15 @@ export class GraphLookup {
   private known: string | undefined;
   private blocking: boolean | undefined;
 
-  constructor(readonly graph: BlockGraph) {
-    for (const n of graph.nodes) {
-      this.nodes.set(n.name, n);
+  /** `nodes`: the graph's nodes by name, when the caller made that index already (the last of a name wins). */
+  constructor(
+    readonly graph: BlockGraph,
+    nodes?: Map<string, BlockNode>,
+  ) {
+    if (nodes) this.nodes = nodes;
+    else {
+      this.nodes = new Map();
+      for (const n of graph.nodes) this.nodes.set(n.name, n);
     }
     for (const d of graph.drives) {
       this.drives.set(d.name, d);

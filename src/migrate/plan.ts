@@ -1,4 +1,5 @@
-import { buildGraph } from "../graph/build.js";
+import { buildGraph, buildIndexedGraph } from "../graph/build.js";
+import { GraphLookup } from "../graph/lookup.js";
 import type { BlockGraph } from "../graph/model.js";
 import { compileRows } from "../mapping/compile.js";
 import {
@@ -64,15 +65,23 @@ export function planFromSnapshots(
   destination: QemuSnapshot,
   request: PlanRequest = {},
 ): PlanResult {
-  return planFromGraphs(sideState(source), sideState(destination), request);
-}
-
-function sideState(snapshot: QemuSnapshot): SideState {
-  return { snapshot, graph: buildGraph(snapshot), facts: factsOf(snapshot) };
+  const s = buildIndexedGraph(source);
+  const d = buildIndexedGraph(destination);
+  return finishPlan(
+    startPlan(s.lookup, d.lookup, request),
+    { snapshot: source, graph: s.graph, facts: factsOf(source) },
+    { snapshot: destination, graph: d.graph, facts: factsOf(destination) },
+    request,
+  );
 }
 
 export function planFromGraphs(src: SideState, dst: SideState, request: PlanRequest = {}): PlanResult {
-  return finishPlan(startPlan(src.graph, dst.graph, request), src, dst, request);
+  return finishPlan(
+    startPlan(new GraphLookup(src.graph), new GraphLookup(dst.graph), request),
+    src,
+    dst,
+    request,
+  );
 }
 
 /** The part of a plan that needs only the two graphs (decideRows). */
@@ -81,12 +90,18 @@ interface StartedPlan {
   rows: DecidedRows;
 }
 
-function startPlan(source: BlockGraph, destination: BlockGraph, request: PlanRequest): StartedPlan {
+function startPlan(source: GraphLookup, destination: GraphLookup, request: PlanRequest): StartedPlan {
   const options: PlanOptions = {
     postcopy: request.postcopy ?? false,
     copyStorage: request.copyStorage ?? false,
   };
-  const input: RowsInput = { source, destination, policy: request.policy ?? DEFAULT_POLICY, options };
+  const input: RowsInput = {
+    source: source.graph,
+    destination: destination.graph,
+    policy: request.policy ?? DEFAULT_POLICY,
+    options,
+    lookups: { source, destination },
+  };
   return { input, rows: decideRows(input) };
 }
 
@@ -156,9 +171,10 @@ export async function planMigration(
   // Each side's graph is built as soon as its block replies are in, and the rows decided once both are: QEMU
   // answers the schema last, and takes tens of milliseconds to build it. A problem with those replies is reported
   // by the snapshots below, as readSnapshot reports it.
-  const graphOf = async (r: SnapshotReading): Promise<BlockGraph> => buildGraph(await r.blocks);
-  const graphs = await Promise.all([graphOf(src), graphOf(dst)]).catch(() => undefined);
-  const started = graphs && startPlan(graphs[0], graphs[1], request);
+  const lookupOf = async (r: SnapshotReading): Promise<GraphLookup> =>
+    buildIndexedGraph(await r.blocks).lookup;
+  const lookups = await Promise.all([lookupOf(src), lookupOf(dst)]).catch(() => undefined);
+  const started = lookups && startPlan(lookups[0], lookups[1], request);
   const [s, d] = await Promise.all([src.snapshot, dst.snapshot]);
   if (!started) return planFromSnapshots(s, d, request);
   return finishPlan(

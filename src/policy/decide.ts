@@ -1,5 +1,5 @@
 import { GraphLookup } from "../graph/lookup.js";
-import type { Bitmap, BlockNode } from "../graph/model.js";
+import type { Bitmap, BlockGraph, BlockNode } from "../graph/model.js";
 import { checkQemu, runChecks } from "./checks.js";
 import { bitmapPayloadBytes, predictConvergence, qemuPendingBytes } from "./convergence.js";
 import { compilePattern, Patterns } from "./glob.js";
@@ -50,11 +50,18 @@ export interface DecidedRows {
   merges: MergeGroup[];
 }
 
-export type RowsInput = Omit<PlanInput, "sourceQemu" | "destinationQemu">;
+export type RowsInput = Omit<PlanInput, "sourceQemu" | "destinationQemu"> & {
+  /** Lookups over `source` and `destination` made already (buildIndexedGraph); any other is not used. */
+  lookups?: { source: GraphLookup; destination: GraphLookup };
+};
+
+function lookupOf(graph: BlockGraph, made: GraphLookup | undefined): GraphLookup {
+  return made?.graph === graph ? made : new GraphLookup(graph);
+}
 
 export function decideRows(input: RowsInput): DecidedRows {
-  const src = new GraphLookup(input.source);
-  const dst = new GraphLookup(input.destination);
+  const src = lookupOf(input.source, input.lookups?.source);
+  const dst = lookupOf(input.destination, input.lookups?.destination);
   const errors: PlanError[] = [];
   const warnings: PlanWarning[] = [];
   const { perBitmap, perNode } = resolveMap(input.policy, src, errors, warnings);
