@@ -26,16 +26,16 @@ export class GraphLookup {
     if (nodes) this.nodes = nodes;
     else {
       this.nodes = new Map();
-      for (const n of graph.nodes) this.nodes.set(n.name, n);
+      graph.nodes.forEach((n) => this.nodes.set(n.name, n));
     }
-    for (const d of graph.drives) {
+    graph.drives.forEach((d) => {
       this.drives.set(d.name, d);
       if (d.driveRoot !== undefined) {
         const list = this.drivesByRoot.get(d.driveRoot) ?? [];
         list.push(d);
         this.drivesByRoot.set(d.driveRoot, list);
       }
-    }
+    });
   }
 
   node(name: string): BlockNode | undefined {

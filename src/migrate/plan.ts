@@ -112,7 +112,8 @@ function finishPlan(started: StartedPlan, src: SideState, dst: SideState, reques
     sourceQemu: src.facts,
     destinationQemu: dst.facts,
   });
-  const mapping = compileRows(decisions.work, {
+  // The stream rows, not every row: a row that does not travel is never a stream row later.
+  const mapping = compileRows(decisions.streams, {
     source: src.facts.features.mappingTransform,
     destination: dst.facts.features.mappingTransform,
   });

@@ -46,8 +46,21 @@ export function runChecks(work: Work[], ctx: CheckCtx): Work[] {
   // over them costs a few cache misses per row, more than the checks themselves. The pass also collects the row
   // lists the checks across rows read.
   const streams: Work[] = [];
-  const resolvedStreams: Work[] = [];
+  const images = sharedImages(ctx);
+  // Whether a row keeps a persistent bitmap of a shared image behind: only then can checkSharedImages find
+  // anything, and usually every one migrates. Rows come node by node: a node is looked up once per run of rows.
+  // Set in the callback below, where the compiler does not look.
+  let behind = false as boolean;
+  let node: BlockNode | undefined;
+  let nodeShared = false;
   work.forEach((w) => {
+    if (images && !behind && w.bitmap.persistent && !w.bitmap.inconsistent && !leaves(w)) {
+      if (w.node !== node) {
+        node = w.node;
+        nodeShared = images.sources.has(w.node.name);
+      }
+      behind = nodeShared;
+    }
     // Most rows are neither busy nor merged: those two checks are not even called for them.
     if (w.bitmap.busy) checkBusyPersistent(w, ctx);
     if (w.entry.action !== "migrate") return;
@@ -56,12 +69,10 @@ export function runChecks(work: Work[], ctx: CheckCtx): Work[] {
     checkSizeGrowth(w, ctx.src);
     if (!isStream(w)) return;
     streams.push(w);
-    if (w.dst === undefined) return;
-    resolvedStreams.push(w);
-    checkDestination(w, w.dst, ctx);
+    if (w.dst !== undefined) checkDestination(w, w.dst, ctx);
   });
-  checkSharedImages(work, ctx);
-  checkGroups(resolvedStreams);
+  if (images && behind) checkSharedImages(work, images, ctx);
+  checkGroups(streams);
   return streams;
 }
 
@@ -284,6 +295,39 @@ function checkDestination(w: Work, dst: BlockNode, ctx: CheckCtx): void {
   }
 }
 
+interface SharedImages {
+  /** Each destination node that opens an image a source node has open, with that source node. */
+  shared: { dst: BlockNode; src: BlockNode }[];
+  /** Their names. */
+  sources: Set<string>;
+  targets: Set<string>;
+}
+
+/** The qcow2 images both sides open (shared storage), if any. */
+function sharedImages(ctx: CheckCtx): SharedImages | undefined {
+  const sourceOf = new Map<string, BlockNode>();
+  ctx.src.graph.nodes.forEach((n) => {
+    if (n.driver === "qcow2" && n.filename !== undefined && !n.readOnly) sourceOf.set(n.filename, n);
+  });
+  if (sourceOf.size === 0) return undefined;
+  // The destination nodes that open a source image, with it: only their bitmaps and those nodes' can conflict, so
+  // only those are indexed in checkSharedImages.
+  const images: SharedImages = { shared: [], sources: new Set(), targets: new Set() };
+  ctx.dst.graph.nodes.forEach((dst) => {
+    const src = dst.driver === "qcow2" && dst.filename !== undefined ? sourceOf.get(dst.filename) : undefined;
+    if (!src || images.targets.has(dst.name)) return;
+    images.targets.add(dst.name);
+    images.sources.add(src.name);
+    images.shared.push({ dst, src });
+  });
+  return images.shared.length === 0 ? undefined : images;
+}
+
+/** Whether the row's bitmap leaves its node in the stream (a merged chain's bitmaps stay where they are). */
+function leaves(w: Work): boolean {
+  return w.entry.action === "migrate" && !w.merge;
+}
+
 /**
  * Shared storage: when the source hands a qcow2 image over at the switchover it stores there every persistent
  * bitmap it does not migrate, and the destination loads them when it activates the image (reference §6.1). A
@@ -291,36 +335,20 @@ function checkDestination(w: Work, dst: BlockNode, ctx: CheckCtx): void {
  * fail ("Bitmap already exists"; the disk is then unusable, reference R12). The planner sees those names only on
  * the source: a bitmap added since the image was opened is not in the image yet.
  */
-function checkSharedImages(work: Work[], ctx: CheckCtx): void {
-  const sourceOf = new Map<string, BlockNode>();
-  for (const n of ctx.src.graph.nodes) {
-    if (n.driver === "qcow2" && n.filename !== undefined && !n.readOnly) sourceOf.set(n.filename, n);
-  }
-  if (sourceOf.size === 0) return;
-  // The destination nodes that open a source image, with it: only their bitmaps and those nodes' can conflict, so
-  // only those are indexed below.
-  const shared: { dst: BlockNode; src: BlockNode }[] = [];
-  const sharedSources = new Set<string>();
-  const sharedTargets = new Set<string>();
-  for (const dst of ctx.dst.graph.nodes) {
-    const src = dst.driver === "qcow2" && dst.filename !== undefined ? sourceOf.get(dst.filename) : undefined;
-    if (!src || sharedTargets.has(dst.name)) continue;
-    sharedTargets.add(dst.name);
-    sharedSources.add(src.name);
-    shared.push({ dst, src });
-  }
+function checkSharedImages(work: Work[], images: SharedImages, ctx: CheckCtx): void {
+  const { shared, sources: sharedSources, targets: sharedTargets } = images;
   // By node, then by bitmap name: no key strings to build and hash for every bitmap.
   const leaving = new PairSet();
   // Rows come node by node: whether a node is shared is looked up once per run of rows.
   let fromNode: BlockNode | undefined;
   let fromShared = false;
   work.forEach((w) => {
-    if (w.entry.action !== "migrate") return;
+    if (!leaves(w)) return;
     if (w.node !== fromNode) {
       fromNode = w.node;
       fromShared = sharedSources.has(w.node.name);
     }
-    if (fromShared && !w.merge) leaving.add(w.node.name, w.bitmap.name);
+    if (fromShared) leaving.add(w.node.name, w.bitmap.name);
   });
   // Only a stored bitmap left behind in a shared image can conflict. Usually every one migrates (a shared-storage
   // migration of the whole VM): then there is nothing to look for, and the arrivals are not indexed at all.
@@ -385,18 +413,19 @@ function checkGroups(migrating: Work[]): void {
   // Rows come node by node: a pair of nodes just added is skipped (adding it again changes nothing).
   let lastFrom: string | undefined;
   let lastTo: string | undefined;
-  let shared = false;
-  for (const w of migrating) {
+  // Set in the callback below, where the compiler does not look.
+  let shared = false as boolean;
+  migrating.forEach((w) => {
     const t = w.entry.target;
-    if (!t) continue;
+    if (!t || w.dst === undefined) return;
     if (addRow(byTarget, t.node, t.bitmap, w)) shared = true;
     const from = streamNode(w).name;
-    if (from === lastFrom && t.node === lastTo) continue;
+    if (from === lastFrom && t.node === lastTo) return;
     lastFrom = from;
     lastTo = t.node;
     dstsOfSrc.add(from, t.node);
     srcsOfDst.add(t.node, from);
-  }
+  });
   // Both passes below find nothing in most plans, and each would read every row again: they run only when needed.
   for (const group of shared ? byTarget.values() : []) {
     if (!Array.isArray(group)) continue;
@@ -419,7 +448,7 @@ function checkGroups(migrating: Work[]): void {
   let fanIn = 0;
   migrating.forEach((w) => {
     const t = w.entry.target;
-    if (!t) return;
+    if (!t || w.dst === undefined) return;
     const from = streamNode(w).name;
     if (from !== countedFrom) {
       countedFrom = from;

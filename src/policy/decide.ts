@@ -26,6 +26,8 @@ export interface Decisions {
   payloadBytes: number;
   /** The resolved destination node of each migrating bitmap, index-aligned with `bitmaps`. */
   work: Work[];
+  /** The rows of `work` that were bitmaps of the stream when the checks ran (those with errors among them). */
+  streams: Work[];
   /** `--copy-storage`: the disks to copy, and the backing-chain bitmaps that travel merged. */
   disks: DiskPair[];
   merges: MergeGroup[];
@@ -174,6 +176,7 @@ export function finishDecisions(rows: DecidedRows, input: PlanInput): Decisions 
     warnings,
     payloadBytes,
     work,
+    streams: rows.streams,
     disks: rows.disks,
     merges: rows.merges,
   };

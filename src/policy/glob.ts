@@ -38,8 +38,10 @@ export function matchesPattern(
 function matchesNode(pattern: CompiledPattern, nodeNames: readonly string[]): boolean {
   const nodeRe = pattern.node;
   if (nodeRe === undefined) return true;
-  for (const n of nodeNames) {
-    if (nodeRe.test(n)) return true;
+  // eslint-disable-next-line @typescript-eslint/prefer-for-of -- unoptimised for...of allocates an iterator result a name
+  for (let i = 0; i < nodeNames.length; i++) {
+    const n = nodeNames[i];
+    if (n !== undefined && nodeRe.test(n)) return true;
   }
   return false;
 }
@@ -72,7 +74,15 @@ export class Patterns {
     }
     if (s.matched) return true;
     if (s.nodePatterns.length === 0) return false;
+    // An indexed loop, not some() with a closure over the names (nor for...of, whose iterator results unoptimised
+    // code allocates): this runs for every bitmap a node pattern may match.
     const names = namesOf(node);
-    return s.nodePatterns.some((p) => matchesNode(p, names));
+    const patterns = s.nodePatterns;
+    // eslint-disable-next-line @typescript-eslint/prefer-for-of -- see above
+    for (let i = 0; i < patterns.length; i++) {
+      const p = patterns[i];
+      if (p && matchesNode(p, names)) return true;
+    }
+    return false;
   }
 }
