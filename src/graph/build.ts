@@ -1,5 +1,5 @@
 import type { BlockReplies } from "../qemu/snapshot.js";
-import type { BlockDeviceInfo } from "../qemu/replies.js";
+import type { BlockDeviceInfo, BlockDirtyInfo, Qcow2StoredBitmap } from "../qemu/replies.js";
 import { filteredChildRole, isFilterDriver } from "./filters.js";
 import { GraphLookup } from "./lookup.js";
 import type { Bitmap, BlockGraph, BlockNode, Child, Drive, StoredBitmap } from "./model.js";
@@ -31,34 +31,43 @@ export function buildIndexedGraph(snap: BlockReplies): { graph: BlockGraph; look
   return { graph, lookup: new GraphLookup(graph, byName) };
 }
 
+// Module-level callbacks, one per read-only state: a graph of 10,000s of nodes makes no closure per node, and
+// map() sizes each list exactly.
+const isNamed = (b: BlockDirtyInfo): boolean => b.name !== undefined;
+const toBitmap = (b: BlockDirtyInfo, readOnly: boolean): Bitmap => ({
+  // Anonymous bitmaps are counted, not listed: only named ones get here.
+  name: b.name ?? "",
+  granularity: b.granularity,
+  count: b.count,
+  recording: b.recording,
+  busy: b.busy,
+  persistent: b.persistent,
+  inconsistent: b.inconsistent ?? false,
+  readOnly: readOnly && b.persistent,
+});
+const toWritableBitmap = (b: BlockDirtyInfo): Bitmap => toBitmap(b, false);
+const toReadOnlyBitmap = (b: BlockDirtyInfo): Bitmap => toBitmap(b, true);
+const toStored = (s: Qcow2StoredBitmap): StoredBitmap => ({
+  name: s.name,
+  granularity: s.granularity,
+  inUse: s.flags.includes("in-use"),
+  auto: s.flags.includes("auto"),
+});
+
 function toNode(info: BlockDeviceInfo, children: Child[]): BlockNode {
   const name = info["node-name"];
   const ro = info.ro;
-  const bitmaps: Bitmap[] = [];
-  let anonymous = 0;
-  info["dirty-bitmaps"]?.forEach((b) => {
-    if (b.name === undefined) {
-      anonymous++;
-      return;
-    }
-    bitmaps.push({
-      name: b.name,
-      granularity: b.granularity,
-      count: b.count,
-      recording: b.recording,
-      busy: b.busy,
-      persistent: b.persistent,
-      inconsistent: b.inconsistent ?? false,
-      readOnly: ro && b.persistent,
-    });
-  });
+  const listed = info["dirty-bitmaps"];
+  const bitmaps =
+    listed === undefined
+      ? []
+      : (listed.every(isNamed) ? listed : listed.filter(isNamed)).map(
+          ro ? toReadOnlyBitmap : toWritableBitmap,
+        );
+  const anonymous = listed === undefined ? 0 : listed.length - bitmaps.length;
   const spec = info.image["format-specific"];
-  const stored: StoredBitmap[] = (spec?.type === "qcow2" ? (spec.data?.bitmaps ?? []) : []).map((s) => ({
-    name: s.name,
-    granularity: s.granularity,
-    inUse: s.flags.includes("in-use"),
-    auto: s.flags.includes("auto"),
-  }));
+  const storedInfo = spec?.type === "qcow2" ? spec.data?.bitmaps : undefined;
+  const stored: StoredBitmap[] = storedInfo === undefined ? [] : storedInfo.map(toStored);
   const role = filteredChildRole(info.drv);
   const filtered = role === undefined ? undefined : children.find((c) => c.role === role)?.node;
   return {

@@ -38,6 +38,11 @@ export class GraphLookup {
     });
   }
 
+  /** No two nodes of the graph have one name (QEMU's are unique; a reply could still repeat one). */
+  get uniqueNodeNames(): boolean {
+    return this.nodes.size === this.graph.nodes.length;
+  }
+
   node(name: string): BlockNode | undefined {
     return this.nodes.get(name);
   }

@@ -47,19 +47,23 @@ export function runChecks(work: Work[], ctx: CheckCtx): Work[] {
   // lists the checks across rows read.
   const streams: Work[] = [];
   const images = sharedImages(ctx);
-  // Whether a row keeps a persistent bitmap of a shared image behind: only then can checkSharedImages find
-  // anything, and usually every one migrates. Rows come node by node: a node is looked up once per run of rows.
-  // Set in the callback below, where the compiler does not look.
-  let behind = false as boolean;
+  // The persistent bitmaps of shared images whose rows keep them behind, by node and name: only they can make
+  // checkSharedImages find anything, and usually every one migrates. Rows come node by node: a node is looked up
+  // once per run of rows. Set in the callback below, where the compiler does not look.
+  let kept = undefined as Kept | undefined;
   let node: BlockNode | undefined;
   let nodeShared = false;
   work.forEach((w) => {
-    if (images && !behind && w.bitmap.persistent && !w.bitmap.inconsistent && !leaves(w)) {
+    if (images && w.bitmap.persistent && !w.bitmap.inconsistent && !leaves(w)) {
       if (w.node !== node) {
         node = w.node;
         nodeShared = images.sources.has(w.node.name);
       }
-      behind = nodeShared;
+      if (nodeShared) {
+        kept ??= { pairs: new PairSet(), nodes: [] };
+        if (kept.nodes[kept.nodes.length - 1] !== w.node) kept.nodes.push(w.node);
+        kept.pairs.add(w.node.name, w.bitmap.name);
+      }
     }
     // Most rows are neither busy nor merged: those two checks are not even called for them.
     if (w.bitmap.busy) checkBusyPersistent(w, ctx);
@@ -71,7 +75,7 @@ export function runChecks(work: Work[], ctx: CheckCtx): Work[] {
     streams.push(w);
     if (w.dst !== undefined) checkDestination(w, w.dst, ctx);
   });
-  if (images && behind) checkSharedImages(work, images, ctx);
+  if (images && kept) checkSharedImages(work, images, kept, ctx);
   checkGroups(streams);
   return streams;
 }
@@ -323,6 +327,19 @@ function sharedImages(ctx: CheckCtx): SharedImages | undefined {
   return images.shared.length === 0 ? undefined : images;
 }
 
+/** The rows that keep a persistent bitmap of a shared image behind: their (node, bitmap) pairs, and their nodes. */
+interface Kept {
+  pairs: PairSet;
+  nodes: BlockNode[];
+}
+
+/** Whether two bitmaps of the node have one name (QEMU refuses that; a reply could still say it). */
+function repeatsName(node: BlockNode): boolean {
+  const names = new Set<string>();
+  node.bitmaps.forEach((b) => names.add(b.name));
+  return names.size !== node.bitmaps.length;
+}
+
 /** Whether the row's bitmap leaves its node in the stream (a merged chain's bitmaps stay where they are). */
 function leaves(w: Work): boolean {
   return w.entry.action === "migrate" && !w.merge;
@@ -335,37 +352,44 @@ function leaves(w: Work): boolean {
  * fail ("Bitmap already exists"; the disk is then unusable, reference R12). The planner sees those names only on
  * the source: a bitmap added since the image was opened is not in the image yet.
  */
-function checkSharedImages(work: Work[], images: SharedImages, ctx: CheckCtx): void {
-  const { shared, sources: sharedSources, targets: sharedTargets } = images;
-  // By node, then by bitmap name: no key strings to build and hash for every bitmap.
+function checkSharedImages(work: Work[], images: SharedImages, kept: Kept, ctx: CheckCtx): void {
+  const { shared, sources: sharedSources } = images;
+  // A kept bitmap still leaves when another row of its node-name and name does (a reply that names two nodes or two
+  // bitmaps of a node alike): the image then stores nothing under that name. Only the kept pairs are looked for,
+  // and only when names repeat.
   const leaving = new PairSet();
-  // Rows come node by node: whether a node is shared is looked up once per run of rows.
-  let fromNode: BlockNode | undefined;
-  let fromShared = false;
-  work.forEach((w) => {
-    if (!leaves(w)) return;
-    if (w.node !== fromNode) {
-      fromNode = w.node;
-      fromShared = sharedSources.has(w.node.name);
-    }
-    if (fromShared) leaving.add(w.node.name, w.bitmap.name);
-  });
-  // Only a stored bitmap left behind in a shared image can conflict. Usually every one migrates (a shared-storage
-  // migration of the whole VM): then there is nothing to look for, and the arrivals are not indexed at all.
+  if (!ctx.src.uniqueNodeNames || kept.nodes.some(repeatsName)) {
+    // Rows come node by node: whether a node is shared is looked up once per run of rows.
+    let fromNode: BlockNode | undefined;
+    let fromShared = false;
+    work.forEach((w) => {
+      if (!leaves(w)) return;
+      if (w.node !== fromNode) {
+        fromNode = w.node;
+        fromShared = sharedSources.has(w.node.name);
+      }
+      if (fromShared && kept.pairs.has(w.node.name, w.bitmap.name)) leaving.add(w.node.name, w.bitmap.name);
+    });
+  }
+  // Every bitmap of a source node has its own row, so a stored bitmap that stays behind is a kept one.
   const staying = (src: BlockNode, b: Bitmap): boolean =>
-    b.persistent && !b.inconsistent && !leaving.has(src.name, b.name);
-  if (!shared.some(({ src }) => src.bitmaps.some((b) => staying(src, b)))) return;
+    b.persistent && !b.inconsistent && kept.pairs.has(src.name, b.name) && !leaving.has(src.name, b.name);
+  // By destination node, the names its image will store: the arrivals under those names are all that is indexed.
+  const stayingAt = new PairSet();
+  let anyStaying = false as boolean;
+  shared.forEach(({ dst, src }) => {
+    src.bitmaps.forEach((b) => {
+      if (!staying(src, b)) return;
+      anyStaying = true;
+      stayingAt.add(dst.name, b.name);
+    });
+  });
+  if (!anyStaying) return;
   const arriving = new PairMap<Rows>();
-  let toNode: string | undefined;
-  let toShared = false;
   work.forEach((w) => {
     const t = w.entry.target;
     if (w.entry.action !== "migrate" || !t) return;
-    if (t.node !== toNode) {
-      toNode = t.node;
-      toShared = sharedTargets.has(t.node);
-    }
-    if (toShared) addRow(arriving, t.node, t.bitmap, w);
+    if (stayingAt.has(t.node, t.bitmap)) addRow(arriving, t.node, t.bitmap, w);
   });
   let rowOf: Map<Bitmap, Work> | undefined;
   for (const { dst, src } of shared) {
