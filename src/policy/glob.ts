@@ -61,17 +61,23 @@ export class Patterns {
     this.byNode = list.filter((p) => p.node !== undefined);
   }
 
+  /**
+   * What the name alone decides, worked out at its first sight. A method of its own: closures over `bitmap` in
+   * matches() would make unoptimised code allocate their context at every call, sighted or not.
+   */
+  private see(bitmap: string): { matched: boolean; nodePatterns: readonly CompiledPattern[] } {
+    const s = {
+      matched: this.byName.some((p) => p.bitmap.test(bitmap)),
+      nodePatterns: this.byNode.filter((p) => p.bitmap.test(bitmap)),
+    };
+    this.seen.set(bitmap, s);
+    return s;
+  }
+
   /** Whether any pattern matches bitmap `bitmap` on `node`, known by any of `namesOf(node)`. */
   matches<N>(bitmap: string, node: N, namesOf: (node: N) => readonly string[]): boolean {
     if (this.list.length === 0) return false;
-    let s = this.seen.get(bitmap);
-    if (!s) {
-      s = {
-        matched: this.byName.some((p) => p.bitmap.test(bitmap)),
-        nodePatterns: this.byNode.filter((p) => p.bitmap.test(bitmap)),
-      };
-      this.seen.set(bitmap, s);
-    }
+    const s = this.seen.get(bitmap) ?? this.see(bitmap);
     if (s.matched) return true;
     if (s.nodePatterns.length === 0) return false;
     // An indexed loop, not some() with a closure over the names (nor for...of, whose iterator results unoptimised
