@@ -115,8 +115,8 @@ export function evaluateTargets(r: BenchResults): Target[] {
       why:
         `${fmtMs(s.planMs.median)} ms a plan, of which ${fmtMs(s.planGcMs.median)} ms GC pauses` +
         (s.steadyMs && s.steadyMs.n > 0
-          ? `; the same plans back to back without the full GC before each take ${((s.steadyMs.median * 1000) / s.bitmaps).toFixed(2)} µs ` +
-            "per bitmap (a forced GC leaves V8 a low limit for its next marking, so each timed plan runs with incremental marking on)"
+          ? `; the same plans back to back, each result held until the next is done, take ${((s.steadyMs.median * 1000) / s.bitmaps).toFixed(2)} µs ` +
+            "per bitmap"
           : "") +
         "; see the profile of section 1 for where the rest goes",
     });
@@ -276,13 +276,15 @@ function planningSection(r: BenchResults): string[] {
     "Measured: `planFromSnapshots` — the pure function a live plan calls once both QEMUs have answered — so graph",
     "building (which grows with the node count too) is included. `planFromGraphs` would leave that out.",
     "Reply validation (`parseSnapshot`) runs before it in a live plan and is shown separately. Each size runs",
-    "in a fresh process (`--expose-gc`, a full GC before every sample); peak RSS is `process.resourceUsage().maxRSS`",
-    "of that process, which also holds the input. A sample of the smallest size is 10 plans back to back, divided",
-    'back to one, so that every sample covers about as much work ("runs × plans"). "plan CPU ms" counts every',
-    'thread of the process (V8 marks concurrently); "GC pauses" is the main thread\'s GC time inside the timed plans.',
-    '"Back to back" runs as many plans again without the full GC before each: the forced GC leaves V8 a low limit',
-    "for its next marking, so every timed plan runs with incremental marking (and its write barrier) on; the",
-    "column shows the planning code without that. The targets are judged on the timed plans.",
+    "in a fresh process (`--expose-gc`); peak RSS is `process.resourceUsage().maxRSS` of that process, which also",
+    "holds the input. Before every sample a full GC, then as many untimed plans as the sample holds: the full GC",
+    "collects the hidden classes of the planner's helper objects, and V8 then discards every optimised function",
+    'that checked for them (`--trace-deopt`: "weak objects", some 20 functions at each GC), so a plan timed right',
+    "after it would measure V8 recompiling. A sample of the smallest size is 10 plans back to back, divided back",
+    'to one, so that every sample covers about as much work ("runs × plans"); only its last result is kept.',
+    '"plan CPU ms" counts every thread of the process (V8 marks and compiles concurrently); "GC pauses" is the',
+    'main thread\'s GC time inside the timed plans. "Back to back" runs as many plans again with no GC of its own,',
+    "each result held until the next plan is done. The targets are judged on the timed plans.",
     "",
     "| disks | nodes (source) | bitmaps | runs × plans | plan ms | plan CPU ms | GC pauses ms | µs per bitmap | back to back, µs per bitmap | validation ms | peak RSS | RSS with input only | heap held by one plan |",
     "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

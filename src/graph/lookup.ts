@@ -7,6 +7,9 @@ export interface Resolved {
   via: ResolvedVia;
 }
 
+/** Most nodes are no drive's root: one list for all of them (asked for every bitmap). */
+const NO_DRIVES: readonly Drive[] = Object.freeze([]);
+
 /** Indexes over one graph for the lookups planning does thousands of times. */
 export class GraphLookup {
   private readonly nodes: Map<string, BlockNode>;
@@ -52,8 +55,8 @@ export class GraphLookup {
   }
 
   /** Drives whose drive root is `node` (usually zero or one). */
-  drivesOf(node: string): Drive[] {
-    return this.drivesByRoot.get(node) ?? [];
+  drivesOf(node: string): readonly Drive[] {
+    return this.drivesByRoot.get(node) ?? NO_DRIVES;
   }
 
   /** The node a drive name stands for (its drive root). */
