@@ -172,9 +172,9 @@ export async function planMigration(
   // Each side's graph is built as soon as its block replies are in, and the rows decided once both are: QEMU
   // answers the schema last, and takes tens of milliseconds to build it. A problem with those replies is reported
   // by the snapshots below, as readSnapshot reports it.
-  const lookupOf = async (r: SnapshotReading): Promise<GraphLookup> =>
+  const indexedGraphOf = async (r: SnapshotReading): Promise<GraphLookup> =>
     buildIndexedGraph(await r.blocks).lookup;
-  const lookups = await Promise.all([lookupOf(src), lookupOf(dst)]).catch(() => undefined);
+  const lookups = await Promise.all([indexedGraphOf(src), indexedGraphOf(dst)]).catch(() => undefined);
   const started = lookups && startPlan(lookups[0], lookups[1], request);
   const [s, d] = await Promise.all([src.snapshot, dst.snapshot]);
   if (!started) return planFromSnapshots(s, d, request);

@@ -302,9 +302,8 @@ function checkDestination(w: Work, dst: BlockNode, ctx: CheckCtx): void {
 interface SharedImages {
   /** Each destination node that opens an image a source node has open, with that source node. */
   shared: { dst: BlockNode; src: BlockNode }[];
-  /** Their names. */
+  /** The names of those source nodes. */
   sources: Set<string>;
-  targets: Set<string>;
 }
 
 /** The qcow2 images both sides open (shared storage), if any. */
@@ -316,11 +315,12 @@ function sharedImages(ctx: CheckCtx): SharedImages | undefined {
   if (sourceOf.size === 0) return undefined;
   // The destination nodes that open a source image, with it: only their bitmaps and those nodes' can conflict, so
   // only those are indexed in checkSharedImages.
-  const images: SharedImages = { shared: [], sources: new Set(), targets: new Set() };
+  const images: SharedImages = { shared: [], sources: new Set() };
+  const targets = new Set<string>();
   ctx.dst.graph.nodes.forEach((dst) => {
     const src = dst.driver === "qcow2" && dst.filename !== undefined ? sourceOf.get(dst.filename) : undefined;
-    if (!src || images.targets.has(dst.name)) return;
-    images.targets.add(dst.name);
+    if (!src || targets.has(dst.name)) return;
+    targets.add(dst.name);
     images.sources.add(src.name);
     images.shared.push({ dst, src });
   });
@@ -429,7 +429,10 @@ function checkSharedImages(work: Work[], images: SharedImages, kept: Kept, ctx: 
   }
 }
 
-/** QEMU's mapping pairs nodes one to one, and two bitmaps cannot land on one name. */
+/**
+ * QEMU's mapping pairs nodes one to one, and two bitmaps cannot land on one name. Over the stream rows whose
+ * destination node was found.
+ */
 function checkGroups(migrating: Work[]): void {
   const byTarget = new PairMap<Rows>();
   const dstsOfSrc = new Fans();

@@ -38,12 +38,22 @@ export function matchesPattern(
 function matchesNode(pattern: CompiledPattern, nodeNames: readonly string[]): boolean {
   const nodeRe = pattern.node;
   if (nodeRe === undefined) return true;
-  // eslint-disable-next-line @typescript-eslint/prefer-for-of -- unoptimised for...of allocates an iterator result a name
+  // Unoptimised for...of allocates an iterator result for each name.
+  // eslint-disable-next-line @typescript-eslint/prefer-for-of -- see above
   for (let i = 0; i < nodeNames.length; i++) {
     const n = nodeNames[i];
     if (n !== undefined && nodeRe.test(n)) return true;
   }
   return false;
+}
+
+/**
+ * What a bitmap name alone decides: whether a name-only pattern matches it, and the node patterns whose bitmap
+ * part does.
+ */
+interface NameVerdict {
+  matched: boolean;
+  nodePatterns: readonly CompiledPattern[];
 }
 
 /**
@@ -54,7 +64,7 @@ export class Patterns {
   private readonly byName: readonly CompiledPattern[];
   private readonly byNode: readonly CompiledPattern[];
   /** Per bitmap name: whether a name-only pattern matches it, and the node patterns whose bitmap part does. */
-  private readonly seen = new Map<string, { matched: boolean; nodePatterns: readonly CompiledPattern[] }>();
+  private readonly seen = new Map<string, NameVerdict>();
 
   constructor(readonly list: readonly CompiledPattern[]) {
     this.byName = list.filter((p) => p.node === undefined);
@@ -65,8 +75,8 @@ export class Patterns {
    * What the name alone decides, worked out at its first sight. A method of its own: closures over `bitmap` in
    * matches() would make unoptimised code allocate their context at every call, sighted or not.
    */
-  private see(bitmap: string): { matched: boolean; nodePatterns: readonly CompiledPattern[] } {
-    const s = {
+  private see(bitmap: string): NameVerdict {
+    const s: NameVerdict = {
       matched: this.byName.some((p) => p.bitmap.test(bitmap)),
       nodePatterns: this.byNode.filter((p) => p.bitmap.test(bitmap)),
     };
