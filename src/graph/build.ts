@@ -14,12 +14,19 @@ export function buildGraph(snap: BlockReplies): BlockGraph {
  * graph needs anyway (at scale both sides hold tens of thousands of nodes).
  */
 export function buildIndexedGraph(snap: BlockReplies): { graph: BlockGraph; lookup: GraphLookup } {
-  const { children, roots } = readEdges(snap);
-  const nodes = snap.namedNodes.map((info) => toNode(info, children.get(info["node-name"]) ?? []));
   const byName = new Map<string, BlockNode>();
+  // Each node gets its children from the edges below, pushed straight into its list: no index of lists by name.
+  // A reply that repeats a node-name gives every node of that name one list, as edges name their nodes by name.
+  const nodes = snap.namedNodes.map((info) => {
+    const twin = byName.get(info["node-name"]);
+    const node = toNode(info, twin === undefined ? [] : twin.children);
+    byName.set(node.name, node);
+    return node;
+  });
+  const roots = readEdges(snap, byName);
   // forEach rather than for...of over nodes, edges and rows: code that runs once (a CLI plans before V8 optimises
   // anything) allocates an iterator result for every element of a for...of.
-  nodes.forEach((n) => byName.set(n.name, n));
+  nodes.forEach(setFiltered);
   const drives: Drive[] = [];
   snap.blockBackends.forEach((bb) => {
     if (bb.device === "") return;
@@ -29,6 +36,13 @@ export function buildIndexedGraph(snap: BlockReplies): { graph: BlockGraph; look
   });
   const graph: BlockGraph = { nodes, drives, runState: snap.runState };
   return { graph, lookup: new GraphLookup(graph, byName) };
+}
+
+/** A filter's `filtered`: the child it passes I/O to, once the edges are in. */
+function setFiltered(node: BlockNode): void {
+  if (!node.filter) return;
+  const role = filteredChildRole(node.driver);
+  node.filtered = role === undefined ? undefined : node.children.find((c) => c.role === role)?.node;
 }
 
 // Module-level callbacks, one per read-only state: a graph of 10,000s of nodes makes no closure per node, and
@@ -68,8 +82,6 @@ function toNode(info: BlockDeviceInfo, children: Child[]): BlockNode {
   const spec = info.image["format-specific"];
   const storedInfo = spec?.type === "qcow2" ? spec.data?.bitmaps : undefined;
   const stored: StoredBitmap[] = storedInfo === undefined ? [] : storedInfo.map(toStored);
-  const role = filteredChildRole(info.drv);
-  const filtered = role === undefined ? undefined : children.find((c) => c.role === role)?.node;
   return {
     name,
     generated: name.startsWith("#"),
@@ -78,7 +90,8 @@ function toNode(info: BlockDeviceInfo, children: Child[]): BlockNode {
     size: info.image["virtual-size"],
     filename: info.image.filename ?? info.file,
     filter: isFilterDriver(info.drv),
-    filtered,
+    // Set once the edges are read (setFiltered).
+    filtered: undefined,
     canStoreBitmaps: info.drv === "qcow2" && spec?.type === "qcow2" && spec.data?.compat === "1.1",
     children,
     bitmaps,
@@ -90,43 +103,71 @@ function toNode(info: BlockDeviceInfo, children: Child[]): BlockNode {
 type GraphEntry = NonNullable<BlockReplies["blockGraph"]>["nodes"][number];
 
 /**
- * From `x-debug-query-block-graph` (empty when QEMU lacks it), in one pass over its edges: the children of every
- * block-driver node, and the node under each named BlockBackend, filters included (query-block hides implicit ones).
+ * From `x-debug-query-block-graph` (empty when QEMU lacks it), in one pass over its edges: each edge between two
+ * block-driver nodes is added to its parent's children (`byName`: the nodes by name), and the node under each
+ * named BlockBackend is returned, filters included (query-block hides implicit ones).
  */
-function readEdges(snap: BlockReplies): { children: Map<string, Child[]>; roots: Map<string, string> } {
-  const children = new Map<string, Child[]>();
+function readEdges(snap: BlockReplies, byName: Map<string, BlockNode>): Map<string, string> {
   const roots = new Map<string, string>();
   const g = snap.blockGraph;
-  if (!g) return { children, roots };
-  const byId = new Map<number, GraphEntry>();
-  g.nodes.forEach((n) => byId.set(n.id, n));
+  if (!g) return roots;
+  const entryOf = entriesById(g.nodes);
   // The block-driver node of an id is the last entry of that id unless a reply repeats an id with another type:
   // only then is it indexed on its own (the parent and child of every edge are looked up, 100,000s at scale).
-  const drivers = byId.size === g.nodes.length ? undefined : driversById(g.nodes);
+  const drivers = entryOf.distinct === g.nodes.length ? undefined : driversById(g.nodes);
   const driverName = (id: number): string | undefined => {
     if (drivers) return drivers.get(id);
-    const n = byId.get(id);
+    const n = entryOf.get(id);
     return n?.type === "block-driver" ? n.name : undefined;
   };
   g.edges.forEach((e) => {
     const parent = driverName(e.parent);
     const child = driverName(e.child);
-    if (parent !== undefined && child !== undefined) {
-      let list = children.get(parent);
-      if (!list) {
-        list = [];
-        children.set(parent, list);
-      }
-      list.push({ role: e.name, node: child });
-    }
+    if (parent !== undefined && child !== undefined)
+      byName.get(parent)?.children.push({ role: e.name, node: child });
     if (e.name !== "root") return;
-    const backend = byId.get(e.parent);
-    const root = byId.get(e.child);
+    const backend = entryOf.get(e.parent);
+    const root = entryOf.get(e.child);
     if (backend?.type === "block-backend" && backend.name !== "" && root?.type === "block-driver") {
       roots.set(backend.name, root.name);
     }
   });
-  return { children, roots };
+  return roots;
+}
+
+/** The graph's entries by id (the last of an id wins), and how many ids there are. */
+interface EntriesById {
+  get(id: number): GraphEntry | undefined;
+  distinct: number;
+}
+
+/**
+ * QEMU numbers the entries of its graph reply 1, 2, 3, ...: those are indexed by a table of positions, which holds
+ * no object for the GC to trace or copy. Any other numbering (a reply need not be QEMU's) falls back to a map.
+ */
+function entriesById(entries: readonly GraphEntry[]): EntriesById {
+  let max = -1;
+  const numbered = entries.every((n) => {
+    if (n.id > max) max = n.id;
+    return Number.isInteger(n.id) && n.id >= 0;
+  });
+  if (numbered && max < 4 * entries.length + 64) {
+    // Position + 1 of the last entry of each id; 0 for none.
+    const at = new Int32Array(max + 1);
+    let distinct = 0;
+    entries.forEach((n, i) => {
+      if (at[n.id] === 0) distinct++;
+      at[n.id] = i + 1;
+    });
+    const get = (id: number): GraphEntry | undefined => {
+      const k = Number.isInteger(id) && id >= 0 && id <= max ? (at[id] ?? 0) : 0;
+      return k === 0 ? undefined : entries[k - 1];
+    };
+    return { get, distinct };
+  }
+  const byId = new Map<number, GraphEntry>();
+  entries.forEach((n) => byId.set(n.id, n));
+  return { get: (id) => byId.get(id), distinct: byId.size };
 }
 
 function driversById(nodes: readonly GraphEntry[]): Map<number, string> {
