@@ -23,7 +23,7 @@ export function buildIndexedGraph(snap: BlockReplies): { graph: BlockGraph; look
     byName.set(node.name, node);
     return node;
   });
-  const roots = readEdges(snap, byName);
+  const roots = readEdges(snap, byName, byName.size === nodes.length);
   // forEach rather than for...of over nodes, edges and rows: code that runs once (a CLI plans before V8 optimises
   // anything) allocates an iterator result for every element of a for...of.
   nodes.forEach(setFiltered);
@@ -42,7 +42,13 @@ export function buildIndexedGraph(snap: BlockReplies): { graph: BlockGraph; look
 function setFiltered(node: BlockNode): void {
   if (!node.filter) return;
   const role = filteredChildRole(node.driver);
-  node.filtered = role === undefined ? undefined : node.children.find((c) => c.role === role)?.node;
+  // A loop, not find() with a closure over `role`: that would be made for every filter node of the graph.
+  for (const c of node.children) {
+    if (c.role === role) {
+      node.filtered = c.node;
+      return;
+    }
+  }
 }
 
 // Module-level callbacks, one per read-only state: a graph of 10,000s of nodes makes no closure per node, and
@@ -104,10 +110,14 @@ type GraphEntry = NonNullable<BlockReplies["blockGraph"]>["nodes"][number];
 
 /**
  * From `x-debug-query-block-graph` (empty when QEMU lacks it), in one pass over its edges: each edge between two
- * block-driver nodes is added to its parent's children (`byName`: the nodes by name), and the node under each
- * named BlockBackend is returned, filters included (query-block hides implicit ones).
+ * block-driver nodes is added to its parent's children (`byName`: the nodes by name; `uniqueNames`: no two share
+ * one), and the node under each named BlockBackend is returned, filters included (query-block hides implicit ones).
  */
-function readEdges(snap: BlockReplies, byName: Map<string, BlockNode>): Map<string, string> {
+function readEdges(
+  snap: BlockReplies,
+  byName: Map<string, BlockNode>,
+  uniqueNames: boolean,
+): Map<string, string> {
   const roots = new Map<string, string>();
   const g = snap.blockGraph;
   if (!g) return roots;
@@ -123,8 +133,14 @@ function readEdges(snap: BlockReplies, byName: Map<string, BlockNode>): Map<stri
   g.edges.forEach((e) => {
     const parent = driverName(e.parent);
     const child = driverName(e.child);
-    if (parent !== undefined && child !== undefined)
-      byName.get(parent)?.children.push({ role: e.name, node: child });
+    const node = parent === undefined || child === undefined ? undefined : byName.get(parent);
+    if (node !== undefined && child !== undefined) {
+      const edge: Child = { role: e.name, node: child };
+      // Most nodes have one child: a list of one, made at its size (a push would make room for 17). Nodes that
+      // share a name share their list, which is only ever pushed to.
+      if (uniqueNames && node.children.length === 0) node.children = [edge];
+      else node.children.push(edge);
+    }
     if (e.name !== "root") return;
     const backend = entryOf.get(e.parent);
     const root = entryOf.get(e.child);
