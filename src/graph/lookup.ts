@@ -33,11 +33,11 @@ export class GraphLookup {
     }
     graph.drives.forEach((d) => {
       this.drives.set(d.name, d);
-      if (d.driveRoot !== undefined) {
-        const list = this.drivesByRoot.get(d.driveRoot) ?? [];
-        list.push(d);
-        this.drivesByRoot.set(d.driveRoot, list);
-      }
+      if (d.driveRoot === undefined) return;
+      // Almost every root has one drive: a list of one, made at its size (a push would make room for 17).
+      const list = this.drivesByRoot.get(d.driveRoot);
+      if (list) list.push(d);
+      else this.drivesByRoot.set(d.driveRoot, [d]);
     });
   }
 
@@ -81,7 +81,8 @@ export class GraphLookup {
     // Asked once per bitmap: kept per node.
     let names = this.names.get(node);
     if (names === undefined) {
-      names = [node.name, ...this.drivesOf(node.name).map((d) => d.name)];
+      const drives = this.drivesOf(node.name);
+      names = drives.length === 0 ? [node.name] : [node.name, ...drives.map((d) => d.name)];
       this.names.set(node, names);
     }
     return names;

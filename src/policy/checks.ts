@@ -392,16 +392,17 @@ function checkSharedImages(work: Work[], images: SharedImages, kept: Kept, ctx: 
     if (stayingAt.has(t.node, t.bitmap)) addRow(arriving, t.node, t.bitmap, w);
   });
   let rowOf: Map<Bitmap, Work> | undefined;
-  for (const { dst, src } of shared) {
+  // forEach, not for...of: this runs once a plan, in unoptimised code, which allocates an iterator result per element.
+  shared.forEach(({ dst, src }) => {
     const inMemory = dst.bitmaps.length === 0 ? undefined : new Set(dst.bitmaps.map((x) => x.name));
-    for (const b of src.bitmaps) {
-      if (!staying(src, b)) continue;
+    src.bitmaps.forEach((b) => {
+      if (!staying(src, b)) return;
       const incoming = arriving.get(dst.name, b.name);
       const row =
         inMemory?.has(b.name) === true
           ? (rowOf ??= new Map(work.map((w) => [w.bitmap, w]))).get(b)
           : undefined;
-      if (!incoming && !row) continue;
+      if (!incoming && !row) return;
       // Messages are built only for the conflicts: most stored bitmaps of a shared image conflict with nothing.
       const dstDesc = describeNode(dst, ctx.dst);
       const why =
@@ -425,8 +426,8 @@ function checkSharedImages(work: Work[], images: SharedImages, kept: Kept, ctx: 
           { node: dst.name, bitmap: b.name },
         );
       }
-    }
-  }
+    });
+  });
 }
 
 /**
