@@ -86,14 +86,19 @@ export function evaluateTargets(r: BenchResults): Target[] {
             ? `${grower}CPU time per bitmap: ${perBitmapAll} at ${p.sizes.map((x) => x.disks.toLocaleString("en")).join(", ")} disks`
             : `CPU time per bitmap is ${perBitmap(a)} at ${g.from.toLocaleString("en")} disks and ${perBitmap(b)} at ` +
               `${g.to.toLocaleString("en")} (GC pauses ${gcShare(a)} and ${gcShare(b)} of the time), and no bitferry function's ` +
-              "algorithm does more work per bitmap as the graph grows: what grows is the cost of each object the plan " +
-              "keeps. Every object of a plan lives until it returns, and from about 10,000 bitmaps they outgrow V8's " +
-              "young generation (16 MiB semi-spaces), so each young-generation GC copies all of them and the old " +
-              "generation then grows (measured: building the source graph of 20,000 disks takes 140 ms, and 42 ms with " +
-              "`--max-semi-space-size=128`, a heap size only node's command line can set) — per bitmap at every size: " +
-              `${perBitmapAll} — and on this shared ` +
-              "2-core machine the wall-clock median of a step moves by several × between runs (see the fastest-run and " +
-              "CPU columns)",
+              "algorithm does more work per bitmap as the graph grows: what grows is the cost of each byte the plan " +
+              "keeps. Every object of a plan lives until it returns, about 730 bytes per bitmap (Node 20's V8 has no " +
+              "pointer compression: 8 bytes a field), and most of them are the documents a plan returns (its rows, " +
+              "the mapping, both graphs). At 2,000 bitmaps those 1.5 MB stay in the CPU caches and die in V8's young " +
+              "generation; from 20,000 on they fit in neither, so each is written to uncached memory, copied by the " +
+              "young-generation GCs and then moved to an old generation that grows on fresh pages (the kernel zeroing " +
+              "them took 7% of the CPU samples of a process planning 200,000 bitmaps). Measured on this machine: three more " +
+              "objects kept per bitmap (45% more bytes kept) made a 20,000-bitmap plan 50% slower and left a 2,000-bitmap " +
+              "plan as it was, and as many bytes of garbage changed neither; a young generation of 128 MiB (a heap size " +
+              "only node's command line can set) did not make 20,000 bitmaps faster. Per bitmap at every size: " +
+              `${perBitmapAll}; and on this shared ` +
+              "2-core machine the wall-clock median of a step moves by up to 2× between runs of the same code (see the " +
+              "fastest-run and CPU columns)",
         id: `planning-growth-${g.from}-${g.to}`,
         title: `Planning CPU time growth, ${(a?.bitmaps ?? NaN).toLocaleString("en")} → ${(b?.bitmaps ?? NaN).toLocaleString("en")} bitmaps (10× the work)`,
         measured: `${fmtRatio(g.cpu)} CPU time (wall-clock medians ${fmtRatio(g.wall)}, fastest runs ${fmtRatio(g.wallMin)}); target ≤ ${PLAN_GROWTH_MAX}×`,
