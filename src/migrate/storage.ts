@@ -3,7 +3,8 @@ import path from "node:path";
 import type { PlanDisk } from "../policy/types.js";
 import { parseSocketAddress, type SocketAddress } from "../qmp/address.js";
 import type { QmpEvent } from "../qmp/messages.js";
-import { QmpConnectionClosedError } from "../qmp/errors.js";
+import { QmpCommandError, QmpConnectionClosedError } from "../qmp/errors.js";
+import type { QemuMonitor } from "../qemu/monitor.js";
 import { describeError } from "../util/errors.js";
 import type { RunContext } from "./context.js";
 import { RunError } from "./errors.js";
@@ -34,6 +35,30 @@ interface Job {
   error: string | undefined;
   offset: number;
   len: number;
+}
+
+/** How long an export's clean waits for QEMU to see its NBD client go before it disconnects it. */
+const EXPORT_RELEASE_MS = 2000;
+
+/**
+ * block-export-del once the export has no client. Its clean runs right after the clean of the source's NBD node (newest
+ * first), but the destination sees that connection close a moment later, and until then QEMU refuses ("export '…'
+ * still in use"). If the client is still there after EXPORT_RELEASE_MS, it is disconnected (mode hard): the only
+ * client of the export is bitferry's own NBD node on the source, never the VM's disks.
+ */
+export async function deleteExport(m: QemuMonitor, id: string): Promise<void> {
+  const deadline = performance.now() + EXPORT_RELEASE_MS;
+  for (;;) {
+    const force = performance.now() >= deadline;
+    try {
+      await m.run("block-export-del", force ? { id, mode: "hard" } : { id });
+      return;
+    } catch (err) {
+      if (force || !(err instanceof QmpCommandError) || !/^export '.*' still in use$/.test(err.desc))
+        throw err;
+      await sleep(20);
+    }
+  }
 }
 
 /**
@@ -108,12 +133,7 @@ export class StorageCopy {
           side: "destination",
           what: `the export '${j.exportId}' of ${j.disk.target.node}`,
           clean: () =>
-            dst.undo((m) =>
-              undoIfPresent(
-                () => m.run("block-export-del", { id: j.exportId }),
-                /^Export '.*' is not found$/,
-              ),
-            ),
+            dst.undo((m) => undoIfPresent(() => deleteExport(m, j.exportId), /^Export '.*' is not found$/)),
         },
         () =>
           this.command("destination", `exporting ${j.disk.target.node}`, () =>
