@@ -175,8 +175,9 @@ function entriesById(entries: readonly GraphEntry[]): EntriesById {
       if (at[n.id] === 0) distinct++;
       at[n.id] = i + 1;
     });
+    // A typed array answers undefined for any id it has no slot for (negative, fractional, beyond the last).
     const get = (id: number): GraphEntry | undefined => {
-      const k = Number.isInteger(id) && id >= 0 && id <= max ? (at[id] ?? 0) : 0;
+      const k = at[id] ?? 0;
       return k === 0 ? undefined : entries[k - 1];
     };
     return { get, distinct };
